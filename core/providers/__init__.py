@@ -1,0 +1,1 @@
+"""Model providers: each module serves some models of the catalog. See `base` for the interface."""
