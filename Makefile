@@ -38,6 +38,7 @@ proto: setup
 
 lint: setup
 	$(BUF) lint
+	tools/buf-breaking main
 	$(BIN)/ruff check .
 
 bench: setup

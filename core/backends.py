@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
+from urllib.parse import SplitResult, unquote, urlsplit
 
+from core.adapters.blob_keys import load_or_create_secret
+from core.adapters.local_blobs import LocalBlobStore
+from core.adapters.memory_broker import MemoryBroker
+from core.adapters.memory_events import MemoryEventBus
+from core.adapters.sqlite_accounts import SqliteAccountStore
+from core.adapters.sqlite_jobs import SqliteJobStore
 from core.catalog import Catalog
+from core.errors import ConfigError
 from core.ports import AccountStore, BlobStore, Broker, EventBus, JobStore
+from core.settings import ENV_PREFIX, Settings
+
+
+class _Closeable(Protocol):
+    async def close(self) -> None: ...
+
+
+T = TypeVar("T", bound=_Closeable)
 
 
 @dataclass
@@ -22,3 +43,161 @@ class Backends:
     async def close(self) -> None:
         for port in (self.broker, self.events, self.jobs, self.accounts, self.blobs):
             await port.close()
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One backend to open: the setting naming it, its parsed URL, and the process's settings."""
+
+    setting: str
+    value: str
+    url: SplitResult
+    settings: Settings
+    serve_blobs: bool
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.setting.upper()
+
+    def error(self, problem: str) -> ConfigError:
+        return ConfigError(f"{self.env_var}={self.value!r}: {problem}")
+
+    def absolute_path(self, example: str) -> Path:
+        url = self.url
+        path = unquote(url.path)
+        if url.netloc or url.query or url.fragment or not path.startswith("/") or path == "/":
+            raise self.error(f"expected an absolute path, like {example}")
+        return Path(path)
+
+
+@dataclass(frozen=True)
+class _Adapter(Generic[T]):
+    example: str
+    open: Callable[[_Target], Awaitable[T]]
+
+
+async def _open_sqlite_jobs(target: _Target) -> JobStore:
+    path = target.absolute_path("sqlite:///var/lib/jobgate/jobs.db")
+    return await _opening(target, SqliteJobStore.open(_with_parent(target, path)))
+
+
+async def _open_sqlite_accounts(target: _Target) -> AccountStore:
+    path = target.absolute_path("sqlite:///var/lib/jobgate/accounts.db")
+    return await _opening(target, SqliteAccountStore.open(_with_parent(target, path)))
+
+
+async def _open_memory_broker(target: _Target) -> Broker:
+    return MemoryBroker()
+
+
+async def _open_memory_events(target: _Target) -> EventBus:
+    return MemoryEventBus()
+
+
+async def _open_local_blobs(target: _Target) -> BlobStore:
+    root = _with_parent(target, target.absolute_path("file:///var/lib/jobgate/blobs"))
+    settings = target.settings
+    secret_path = settings.data_dir / BLOB_SECRET_FILE
+    try:
+        secret = load_or_create_secret(secret_path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"blob signing secret {secret_path}: {exc}") from exc
+    host, port = _host_port("blob_http_listen", settings.blob_http_listen)
+    store = LocalBlobStore(root, "" if target.serve_blobs else f"http://{host}:{port}", secret)
+    if target.serve_blobs:
+        try:
+            await store.start_server(host, port)
+        except OSError as exc:
+            raise ConfigError(
+                f"{ENV_PREFIX}BLOB_HTTP_LISTEN={settings.blob_http_listen!r}: cannot listen: {exc}"
+            ) from exc
+    return store
+
+
+# Each port's adapters by URL scheme; production backends add their schemes here.
+JOB_STORES: dict[str, _Adapter[JobStore]] = {
+    "sqlite": _Adapter("sqlite:///path", _open_sqlite_jobs),
+}
+ACCOUNT_STORES: dict[str, _Adapter[AccountStore]] = {
+    "sqlite": _Adapter("sqlite:///path", _open_sqlite_accounts),
+}
+BROKERS: dict[str, _Adapter[Broker]] = {
+    "memory": _Adapter("memory://", _open_memory_broker),
+}
+# The event bus rides on the broker's transport, so the broker URL's scheme picks it too.
+EVENT_BUSES: dict[str, _Adapter[EventBus]] = {
+    "memory": _Adapter("memory://", _open_memory_events),
+}
+BLOB_STORES: dict[str, _Adapter[BlobStore]] = {
+    "file": _Adapter("file:///path", _open_local_blobs),
+}
+BLOB_SECRET_FILE = "blob-secret"
+
+
+async def open_backends(settings: Settings, catalog: Catalog, *, serve_blobs: bool) -> Backends:
+    """Opens every port's adapter named by `settings`; on any failure closes those already open.
+
+    With `serve_blobs`, a local blob store also serves its signed download URLs over HTTP on
+    `settings.blob_http_listen`.
+    """
+
+    async with AsyncExitStack() as stack:
+
+        async def open_port(setting: str, value: str, adapters: dict[str, _Adapter[T]]) -> T:
+            target = _Target(setting, value, _split(setting, value), settings, serve_blobs)
+            port = await _choose(target, adapters).open(target)
+            stack.push_async_callback(port.close)
+            return port
+
+        backends = Backends(
+            jobs=await open_port("job_store_url", settings.job_store_url, JOB_STORES),
+            accounts=await open_port(
+                "account_store_url", settings.account_store_url, ACCOUNT_STORES
+            ),
+            broker=await open_port("broker_url", settings.broker_url, BROKERS),
+            events=await open_port("broker_url", settings.broker_url, EVENT_BUSES),
+            blobs=await open_port("blob_store_url", settings.blob_store_url, BLOB_STORES),
+            catalog=catalog,
+        )
+        stack.pop_all()
+    return backends
+
+
+def _split(setting: str, value: str) -> SplitResult:
+    try:
+        return urlsplit(value)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{ENV_PREFIX}{setting.upper()}={value!r}: malformed URL: {exc}"
+        ) from None
+
+
+def _choose(target: _Target, adapters: dict[str, _Adapter[T]]) -> _Adapter[T]:
+    scheme = target.url.scheme
+    if scheme not in adapters:
+        expected = " or ".join(a.example for a in adapters.values())
+        raise target.error(f"unsupported scheme {scheme!r} (expected {expected})")
+    return adapters[scheme]
+
+
+def _with_parent(target: _Target, path: Path) -> Path:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise target.error(f"cannot create {path.parent}: {exc}") from exc
+    return path
+
+
+async def _opening(target: _Target, opening: Awaitable[T]) -> T:
+    try:
+        return await opening
+    except sqlite3.Error as exc:
+        raise target.error(f"cannot open the database: {exc}") from exc
+
+
+def _host_port(setting: str, value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{ENV_PREFIX}{setting.upper()}={value!r}: expected host:port")
+    return host, int(port)

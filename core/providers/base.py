@@ -17,8 +17,10 @@ class JobFailed(JobgateError):
 
 class RunContext(Protocol):
     """What a provider gets for one attempt. Every call is recorded on the job and streamed to
-    its watchers; after the job is cancelled or taken over by a newer attempt they record
-    nothing, and the provider's task is cancelled."""
+    its watchers. Once the job is cancelled or taken over by a newer attempt, the provider's task
+    is cancelled and any further call records nothing and raises an exception that ends the
+    attempt quietly; when the job store cannot record, a call raises one that sends the job back
+    to the queue. Both derive from BaseException: let them, and CancelledError, propagate."""
 
     @property
     def job(self) -> Job: ...
@@ -40,7 +42,9 @@ class RunContext(Protocol):
 
 class Provider(Protocol):
     """Runs the models it lists. Returning normally means SUCCEEDED; raising JobFailed means
-    FAILED with its reason; any other exception is a fault of this attempt, retried later."""
+    FAILED with its reason (INVALID_INPUT for input the model cannot use); any other exception
+    is a bug of the provider: the job ends FAILED with PROVIDER_ERROR, the traceback is logged
+    and the job is not retried. Blocking work belongs in a thread (asyncio.to_thread)."""
 
     @property
     def models(self) -> tuple[ModelSpec, ...]: ...

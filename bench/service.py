@@ -1,0 +1,59 @@
+"""Runs `jobgate dev` as a separate process for a benchmark, so load and service don't share a core."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+JOBGATE = str(Path(sys.executable).parent / "jobgate")
+
+
+@dataclass(frozen=True)
+class RunningService:
+    address: str
+    api_key: str
+    pid: int
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str]]:
+        return (("authorization", f"Bearer {self.api_key}"),)
+
+
+@contextmanager
+def embedded_service(**env: str) -> Iterator[RunningService]:
+    with tempfile.TemporaryDirectory(prefix="jobgate-bench-") as data_dir:
+        environment = {
+            **os.environ,
+            "JOBGATE_DATA_DIR": data_dir,
+            "JOBGATE_LISTEN": "127.0.0.1:0",
+            "JOBGATE_BLOB_HTTP_LISTEN": "127.0.0.1:0",
+            **env,
+        }
+        process = subprocess.Popen(
+            [JOBGATE, "dev"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env=environment,
+        )
+        assert process.stdout is not None
+        banner = ""
+        for line in process.stdout:
+            banner += line
+            if "api key" in line:
+                break
+        address = re.search(r"address\s+(\S+)", banner)
+        key = re.search(r"api key\s+(\S+)", banner)
+        if not (address and key):
+            process.kill()
+            raise RuntimeError(f"jobgate dev did not start:\n{banner}")
+        try:
+            yield RunningService(address.group(1), key.group(1), process.pid)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)

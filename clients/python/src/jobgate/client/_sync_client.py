@@ -1,0 +1,178 @@
+"""JobClient: jobgate's JobService for blocking code, over a plain grpc channel (no event loop)."""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Self, TypeVar, cast
+
+import grpc
+from google.protobuf.message import Message
+
+from jobgate.client import _messages as messages
+from jobgate.client._channel import DEFAULT_CALL_TIMEOUT, DEFAULT_TARGET, ClientConfig
+from jobgate.client._errors import RpcFailure, from_rpc_error
+from jobgate.client._retry import NO_RETRY, Backoff, RetryPolicy
+from jobgate.client._watch import WatchCursor
+from jobgate.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc, model_pb2
+
+Response = TypeVar("Response", bound=Message)
+
+
+class JobClient:
+    """Submits, watches and manages jobs. The API key is given once (or read from
+    $JOBGATE_API_KEY) and sent with every call.
+
+    Use it as `with JobClient(address, api_key) as client:`, or call `close()`.
+    Failed calls raise JobgateError subclasses; `call_timeout` bounds each unary call and
+    `retry` says how calls that may safely repeat are retried while the service is unavailable.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        api_key: str | None = None,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, so sharing it is safe
+    ) -> None:
+        self._config = ClientConfig.create(target, api_key, credentials, call_timeout, retry)
+        self._channel = self._config.sync_channel()
+        self._stub = job_service_pb2_grpc.JobServiceStub(self._channel)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def submit(
+        self,
+        model: str,
+        prompt: str | None = None,
+        *,
+        negative_prompt: str | None = None,
+        files: Iterable[job_pb2.BlobRef | str] = (),
+        size: str | None = None,
+        aspect_ratio: str | None = None,
+        duration: float | timedelta | None = None,
+        seed: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> job_pb2.Job:
+        """Creates a job and returns it, QUEUED. Retries while the service is unavailable are
+        safe: they all carry one request_id (a fresh UUID unless given)."""
+        spec = messages.JobSpec(
+            model,
+            prompt,
+            negative_prompt,
+            tuple(files),
+            size,
+            aspect_ratio,
+            duration,
+            seed,
+            dict(options or {}),
+        )
+        request = messages.create_job(spec, request_id)
+        return (self._call(self._stub.CreateJob, request, self._config.retry)).job
+
+    def get(self, name_or_id: str) -> job_pb2.Job:
+        request = job_service_pb2.GetJobRequest(name=messages.job_name(name_or_id))
+        return (self._call(self._stub.GetJob, request, self._config.retry)).job
+
+    def cancel(self, name_or_id: str) -> job_pb2.Job:
+        """Cancels the job and returns it, CANCELLED. Not retried: a repeat would fail with
+        FailedPreconditionError once the first attempt got through."""
+        request = job_service_pb2.CancelJobRequest(name=messages.job_name(name_or_id))
+        return (self._call(self._stub.CancelJob, request, NO_RETRY)).job
+
+    def list(
+        self,
+        state: job_pb2.Job.State | str | None = None,
+        model: str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[job_pb2.Job]:
+        """Every job of the caller, newest first, fetched a page at a time as it is iterated."""
+        page_token = ""
+        while True:
+            request = messages.list_jobs(state, model, page_size, page_token)
+            page = self._call(self._stub.ListJobs, request, self._config.retry)
+            yield from page.jobs
+            if not (page_token := page.next_page_token):
+                return
+
+    def models(self) -> builtins.list[model_pb2.Model]:
+        """The catalog: every model jobs can run."""
+        models: builtins.list[model_pb2.Model] = []
+        page_token = ""
+        while True:
+            request = job_service_pb2.ListModelsRequest(page_token=page_token)
+            page = self._call(self._stub.ListModels, request, self._config.retry)
+            models.extend(page.models)
+            if not (page_token := page.next_page_token):
+                return models
+
+    def watch(
+        self, name_or_id: str, after_sequence: int = 0, *, timeout: float | None = None
+    ) -> Iterator[job_service_pb2.WatchJobResponse]:
+        """The job's WatchJob stream: a snapshot of the job (unless `after_sequence` is set),
+        then its events in order, until the server ends the stream after the terminal event.
+
+        A dropped connection or an unavailable service is retried (see `retry`) and the watch
+        resumes after the last event seen, so no event is missed or repeated. `timeout` bounds
+        the whole watch; DeadlineExceededError when it runs out."""
+        cursor = WatchCursor(name_or_id, after_sequence, self._config.retry, timeout)
+        while True:
+            call = self._stub.WatchJob(
+                cursor.request(), metadata=self._config.metadata, timeout=cursor.call_timeout()
+            )
+            error = None
+            try:
+                for message in call:
+                    if cursor.accept(message):
+                        yield message
+            except grpc.RpcError as rpc_error:
+                error = from_rpc_error(cast(RpcFailure, rpc_error))
+            finally:
+                call.cancel()
+            if cursor.finished:
+                return
+            if error is None and cursor.caught_up(self.get(cursor.name)):
+                return
+            time.sleep(cursor.pause_after(error))
+
+    def result(self, name_or_id: str, timeout: float | None = None) -> job_pb2.Job:
+        """Waits for the job to end and returns it as GetJob then shows it; JobFailedError
+        (carrying the job) if it ended FAILED or CANCELLED, DeadlineExceededError if `timeout`
+        seconds pass first."""
+        for _ in self.watch(name_or_id, timeout=timeout):
+            pass
+        return messages.final_job(self.get(name_or_id))
+
+    def _call(
+        self,
+        method: Callable[..., Response],
+        request: Message,
+        retry: RetryPolicy,
+    ) -> Response:
+        backoff = Backoff(retry)
+        while True:
+            try:
+                return method(
+                    request, metadata=self._config.metadata, timeout=self._config.call_timeout
+                )
+            except grpc.RpcError as rpc_error:
+                error = from_rpc_error(cast(RpcFailure, rpc_error))
+            time.sleep(backoff.pause_after(error))

@@ -1,0 +1,57 @@
+"""Blob keys: which are safe, and the HMAC signatures that grant a download until a time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from pathlib import Path
+
+MAX_KEY_LENGTH = 512
+_KEY_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
+SECRET_BYTES = 32
+
+
+def validate_key(key: str) -> str:
+    """`key` when it is a safe relative blob key; ValueError saying what is wrong otherwise."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise ValueError(f"blob key must be 1 to {MAX_KEY_LENGTH} characters, got {len(key)}")
+    if not _KEY_CHARS.fullmatch(key):
+        raise ValueError(f"blob key {key!r} may hold only letters, digits and . _ / -")
+    if key.startswith("/") or ".." in key:
+        raise ValueError(f"blob key {key!r} must be relative and must not contain '..'")
+    if any(part in ("", ".") for part in key.split("/")):
+        raise ValueError(f"blob key {key!r} has an empty or '.' path segment")
+    return key
+
+
+def sign(secret: bytes, key: str, expires: int) -> str:
+    """The HMAC-SHA256 (hex) that lets `key` be downloaded until the unix time `expires`."""
+    return hmac.new(secret, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def signature_valid(secret: bytes, key: str, expires: int, signature: str, now: float) -> bool:
+    expected = sign(secret, key, expires)
+    # Compare first, in constant time, whatever the expiry: timing says nothing about the key.
+    matches = hmac.compare_digest(expected.encode(), signature.encode())
+    return matches and now <= expires
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """The secret stored at `path`, created (mode 0600) on first use and reused after."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        text = path.read_text().strip()
+        if len(text) < 2 * SECRET_BYTES:
+            raise ValueError(
+                f"{path} holds no usable secret; delete it to make a new one"
+            ) from None
+        return bytes.fromhex(text)
+    secret = secrets.token_bytes(SECRET_BYTES)
+    with os.fdopen(fd, "w") as file:
+        file.write(secret.hex())
+    return secret

@@ -1,0 +1,221 @@
+"""WatchJob: the job as it is (or the events a client missed), then every new event, in order,
+with no gap and no repeat, until the terminal one.
+
+The event bus is fast but best effort; the job store holds every event. So a stream subscribes to
+the bus BEFORE it reads the store (nothing recorded in between can slip past), forwards bus events
+that continue its sequence, drops the ones it already sent, and fills any gap, and any silence,
+from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from jobgate.v1 import job_service_pb2
+
+from core.errors import InvalidArgument, NotFound, Reason
+from core.jobs import Job, JobEvent, JobState, StateChanged
+from core.ports import EventBus, JobStore
+from server.convert import JobRenderer, timestamp
+from server.status import Unavailable
+
+log = logging.getLogger(__name__)
+
+Response = job_service_pb2.WatchJobResponse
+QUEUE_CHECK_SECONDS = 1.0
+REPLAY_PAGE = 500
+
+
+class JobWatcher:
+    """Serves WatchJob streams; `draining` set ends them all (UNAVAILABLE, SHUTTING_DOWN) so
+    that clients resume elsewhere by sequence."""
+
+    def __init__(
+        self,
+        jobs: JobStore,
+        events: EventBus,
+        renderer: JobRenderer,
+        keepalive_seconds: float,
+        draining: asyncio.Event,
+    ) -> None:
+        self.jobs = jobs
+        self.events = events
+        self.renderer = renderer
+        self.keepalive_seconds = keepalive_seconds
+        self.draining = draining
+        self._open_streams = 0
+
+    @property
+    def open_streams(self) -> int:
+        """How many WatchJob calls are being served right now."""
+        return self._open_streams
+
+    async def watch(self, job: Job, after_sequence: int) -> AsyncIterator[Response]:
+        """Streams `job`, already checked to belong to the caller, from `after_sequence`."""
+        if after_sequence < 0:
+            raise InvalidArgument("after_sequence", "after_sequence must not be negative")
+        # Any sequence a client has seen was recorded before `job` was read.
+        if after_sequence > job.event_sequence:
+            raise InvalidArgument(
+                "after_sequence",
+                f"job {job.name} has no event {after_sequence}; its latest is {job.event_sequence}",
+            )
+        self._open_streams += 1
+        try:
+            async with self.events.subscribe(job.id) as live:
+                stream = _Stream(self, job, live)
+                async for response in stream.run(after_sequence):
+                    yield response
+        finally:
+            self._open_streams -= 1
+
+
+class _Stream:
+    """One WatchJob call: what it has sent, and the job's state as of that."""
+
+    def __init__(self, watcher: JobWatcher, job: Job, live: AsyncIterator[JobEvent]) -> None:
+        self._jobs = watcher.jobs
+        self._render = watcher.renderer
+        self._keepalive = watcher.keepalive_seconds
+        self._draining = watcher.draining
+        self._job = job
+        self._live = live
+        self._loop = asyncio.get_running_loop()
+        self._last = 0
+        self._state = job.state
+        self._jobs_ahead: int | None = None
+        self._idle_since = self._loop.time()
+        self._next_queue_check = self._loop.time()
+
+    async def run(self, after_sequence: int) -> AsyncIterator[Response]:
+        async for response in self._responses(after_sequence):
+            yield response
+            self._idle_since = self._loop.time()
+
+    async def _responses(self, after_sequence: int) -> AsyncIterator[Response]:
+        # Read after subscribing: whatever is recorded from now on also reaches the bus.
+        job = await self._jobs.get(self._job.id)
+        if job is None:
+            raise NotFound(f"no job {self._job.name}", reason=Reason.JOB_NOT_FOUND)
+        self._state = job.state
+        if after_sequence == 0:
+            self._last = job.event_sequence
+            yield Response(job=await self._render.job(job))
+        else:
+            self._last = after_sequence
+            async for response in self._catch_up():
+                yield response
+        if self._state.terminal:
+            return
+        if self._state is JobState.QUEUED:
+            async for response in self._queue_position():
+                yield response
+        async for response in self._follow():
+            yield response
+
+    async def _follow(self) -> AsyncIterator[Response]:
+        """Live events and timers until the terminal event, the end of the call, or draining."""
+        draining = asyncio.ensure_future(self._draining.wait())
+        next_event: asyncio.Future[JobEvent] | None = None
+        try:
+            while not self._state.terminal:
+                if next_event is None:
+                    next_event = asyncio.ensure_future(anext(self._live))
+                await asyncio.wait(
+                    {next_event, draining},
+                    timeout=max(0.0, self._next_wakeup() - self._loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if next_event.done():
+                    event = _result(next_event)
+                    next_event = None
+                    async for response in self._on_live(event):
+                        yield response
+                elif draining.done():
+                    raise Unavailable("the server is shutting down; resume the watch elsewhere")
+                else:
+                    async for response in self._on_timer():
+                        yield response
+        finally:
+            draining.cancel()
+            if next_event is not None:
+                next_event.cancel()
+
+    def _next_wakeup(self) -> float:
+        wakeup = self._idle_since + self._keepalive
+        if self._state is JobState.QUEUED:
+            wakeup = min(wakeup, self._next_queue_check)
+        return wakeup
+
+    async def _on_live(self, event: JobEvent) -> AsyncIterator[Response]:
+        if event.sequence > self._last + 1:
+            # A bus event went missing: the store has it (events are recorded before published).
+            async for response in self._catch_up():
+                yield response
+        if event.sequence <= self._last:
+            return
+        if event.sequence > self._last + 1:
+            log.warning(
+                "job %s: event %d is on the bus but %d is not in the store yet",
+                event.job_id,
+                event.sequence,
+                self._last + 1,
+            )
+            return
+        yield await self._event(event)
+
+    async def _on_timer(self) -> AsyncIterator[Response]:
+        now = self._loop.time()
+        if self._state is JobState.QUEUED and now >= self._next_queue_check:
+            async for response in self._catch_up():
+                yield response
+            async for response in self._queue_position():
+                yield response
+        if self._loop.time() >= self._idle_since + self._keepalive and not self._state.terminal:
+            # Silence may hide a lost bus event: look in the store before saying all is quiet.
+            sent = False
+            async for response in self._catch_up():
+                sent = True
+                yield response
+            if not sent:
+                yield Response(
+                    keepalive=job_service_pb2.Keepalive(
+                        time=timestamp(datetime.now(UTC)), last_sequence=self._last
+                    )
+                )
+
+    async def _queue_position(self) -> AsyncIterator[Response]:
+        """The job's place in its queue, when it changed; only while it is still QUEUED."""
+        self._next_queue_check = self._loop.time() + QUEUE_CHECK_SECONDS
+        if self._state is not JobState.QUEUED:
+            return
+        ahead = await self._jobs.jobs_ahead(self._job)
+        if ahead != self._jobs_ahead:
+            self._jobs_ahead = ahead
+            yield Response(queue_position=job_service_pb2.QueuePosition(jobs_ahead=ahead))
+
+    async def _catch_up(self) -> AsyncIterator[Response]:
+        """Every stored event after the last one sent."""
+        while True:
+            events = await self._jobs.events(self._job.id, self._last, REPLAY_PAGE)
+            for event in events:
+                yield await self._event(event)
+            if len(events) < REPLAY_PAGE:
+                return
+
+    async def _event(self, event: JobEvent) -> Response:
+        self._last = event.sequence
+        if isinstance(event.payload, StateChanged):
+            self._state = event.payload.state
+        return Response(event=await self._render.event(event))
+
+
+def _result(next_event: asyncio.Future[JobEvent]) -> JobEvent:
+    try:
+        return next_event.result()
+    except StopAsyncIteration:
+        # The bus closes only when the process is shutting down.
+        raise Unavailable("the event feed closed; resume the watch elsewhere") from None

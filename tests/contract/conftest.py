@@ -1,0 +1,124 @@
+"""Fixtures for the port contract suites: each port's adapters, one test run per adapter.
+
+Production adapters join by adding a `pytest.param` to a list below; the suites stay as they are.
+Every factory opens its adapter over one backing location (a file, a database), so opening it a
+second time sees what the first wrote: that is how persistence across a restart is tested.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+import pytest
+
+from core.adapters.local_blobs import LocalBlobStore
+from core.adapters.memory_broker import MemoryBroker
+from core.adapters.memory_events import MemoryEventBus
+from core.adapters.sqlite_accounts import SqliteAccountStore
+from core.adapters.sqlite_jobs import SqliteJobStore
+from core.ports import AccountStore, BlobStore, Broker, EventBus, JobStore
+
+
+class _Closeable(Protocol):
+    async def close(self) -> None: ...
+
+
+P = TypeVar("P", bound=_Closeable)
+
+# Small, so the overflow test is quick; the bus drops its oldest events beyond it.
+EVENT_QUEUE_LIMIT = 8
+
+
+class Reopenable(Generic[P]):
+    """Opens one adapter over the same backing store as often as a test likes; closes them all."""
+
+    def __init__(self, open_port: Callable[[], Awaitable[P]]) -> None:
+        self._open_port = open_port
+        self._opened: list[P] = []
+
+    async def open(self) -> P:
+        port = await self._open_port()
+        self._opened.append(port)
+        return port
+
+    async def close_all(self) -> None:
+        for port in reversed(self._opened):
+            await port.close()
+
+
+async def _local_blobs(root: Path) -> LocalBlobStore:
+    store = LocalBlobStore(root, "", secret=b"contract-test-secret-0123456789ab")
+    await store.start_server("127.0.0.1", 0)
+    return store
+
+
+JOB_STORES = [
+    pytest.param(lambda tmp: lambda: SqliteJobStore.open(tmp / "jobs.db"), id="sqlite"),
+]
+ACCOUNT_STORES = [
+    pytest.param(lambda tmp: lambda: SqliteAccountStore.open(tmp / "accounts.db"), id="sqlite"),
+]
+BLOB_STORES = [
+    pytest.param(lambda tmp: lambda: _local_blobs(tmp / "blobs"), id="local"),
+]
+BROKERS = [pytest.param(MemoryBroker, id="memory")]
+EVENT_BUSES = [pytest.param(lambda: MemoryEventBus(queue_limit=EVENT_QUEUE_LIMIT), id="memory")]
+
+
+@pytest.fixture(params=JOB_STORES)
+async def job_stores(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Reopenable[JobStore]]:
+    stores: Reopenable[Any] = Reopenable(request.param(tmp_path))
+    yield stores
+    await stores.close_all()
+
+
+@pytest.fixture
+async def job_store(job_stores: Reopenable[JobStore]) -> JobStore:
+    return await job_stores.open()
+
+
+@pytest.fixture(params=ACCOUNT_STORES)
+async def account_stores(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Reopenable[AccountStore]]:
+    stores: Reopenable[Any] = Reopenable(request.param(tmp_path))
+    yield stores
+    await stores.close_all()
+
+
+@pytest.fixture
+async def account_store(account_stores: Reopenable[AccountStore]) -> AccountStore:
+    return await account_stores.open()
+
+
+@pytest.fixture(params=BLOB_STORES)
+async def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
+    stores: Reopenable[Any] = Reopenable(request.param(tmp_path))
+    yield await stores.open()
+    await stores.close_all()
+
+
+@pytest.fixture
+def model_name() -> Callable[[str], str]:
+    """Model names unique to one test, so tests on a shared real broker never see each other."""
+    run = uuid.uuid4().hex[:8]
+    return lambda tag: f"test-{run}/{tag}"
+
+
+@pytest.fixture(params=BROKERS)
+async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
+    broker = request.param()
+    yield broker
+    await broker.close()
+
+
+@pytest.fixture(params=EVENT_BUSES)
+async def event_bus(request: pytest.FixtureRequest) -> AsyncIterator[EventBus]:
+    bus = request.param()
+    yield bus
+    await bus.close()

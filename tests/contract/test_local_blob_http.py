@@ -1,0 +1,138 @@
+"""The local blob store's own HTTP server: what it answers beyond the BlobStore contract."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from core.adapters.blob_keys import load_or_create_secret
+from core.adapters.local_blobs import LocalBlobStore
+
+WAIT_SECONDS = 5.0
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[LocalBlobStore]:
+    store = LocalBlobStore(tmp_path / "blobs", "", secret=b"s" * 32)
+    await store.start_server("127.0.0.1", 0)
+    yield store
+    await store.close()
+
+
+async def raw_request(store: LocalBlobStore, request: bytes) -> bytes:
+    """Sends `request` as is and returns the whole response."""
+    host, port = store.base_url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), WAIT_SECONDS)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+async def signed_target(store: LocalBlobStore, key: str) -> str:
+    url = await store.download_url(key, timedelta(minutes=1))
+    return url.removeprefix(store.base_url)
+
+
+async def test_methods_other_than_get_and_head_are_not_allowed(store: LocalBlobStore) -> None:
+    await store.put("a.txt", b"a", "text/plain")
+    target = await signed_target(store, "a.txt")
+
+    response = await raw_request(store, f"DELETE {target} HTTP/1.1\r\n\r\n".encode())
+
+    assert status_of(response) == 405
+    assert b"Allow: GET, HEAD" in response
+    assert await store.get("a.txt") == b"a"
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b"GET /blobs/a.txt HTTP/1.1",
+        b"GET /blobs/a.txt?expires=soon&signature=00 HTTP/1.1",
+        b"GET /blobs/a.txt?expires=1&expires=2&signature=00 HTTP/1.1",
+        b"GET /blobs/..%2Fsecret?expires=1&signature=00 HTTP/1.1",
+        b"GARBAGE",
+    ],
+)
+async def test_malformed_requests_are_bad_requests(
+    store: LocalBlobStore, request_line: bytes
+) -> None:
+    response = await raw_request(store, request_line + b"\r\n\r\n")
+
+    assert status_of(response) == 400
+
+
+async def test_a_path_outside_blobs_is_not_found(store: LocalBlobStore) -> None:
+    response = await raw_request(store, b"GET /etc/passwd HTTP/1.1\r\n\r\n")
+
+    assert status_of(response) == 404
+
+
+async def test_a_request_head_too_large_is_refused(store: LocalBlobStore) -> None:
+    huge = b"GET /blobs/a.txt HTTP/1.1\r\nX-Pad: " + b"p" * 20_000 + b"\r\n\r\n"
+
+    response = await raw_request(store, huge)
+
+    assert status_of(response) == 400
+
+
+async def test_keys_with_url_special_characters_download(store: LocalBlobStore) -> None:
+    await store.put("jobs/j-1/out_v1.0.txt", b"ok", "text/plain")
+    target = await signed_target(store, "jobs/j-1/out_v1.0.txt")
+
+    response = await raw_request(store, f"GET {target} HTTP/1.1\r\n\r\n".encode())
+
+    assert status_of(response) == 200
+    assert response.endswith(b"\r\n\r\nok")
+
+
+async def test_closing_the_store_stops_its_server(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path, "", secret=b"s" * 32)
+    await store.start_server("127.0.0.1", 0)
+    host, port = store.base_url.removeprefix("http://").rsplit(":", 1)
+    idle_reader, idle_writer = await asyncio.open_connection(host, int(port))
+
+    await asyncio.wait_for(store.close(), WAIT_SECONDS)
+
+    assert await asyncio.wait_for(idle_reader.read(), WAIT_SECONDS) == b""
+    idle_writer.close()
+    with pytest.raises(OSError):
+        await asyncio.open_connection(host, int(port))
+
+
+async def test_a_store_given_a_base_url_keeps_it(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path, "https://files.example.com/", secret=b"s" * 32)
+
+    url = await store.download_url("a.txt", timedelta(minutes=1))
+
+    assert url.startswith("https://files.example.com/blobs/a.txt?expires=")
+
+
+def test_the_signing_secret_is_created_private_once_and_reused(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "blob-secret"
+
+    first = load_or_create_secret(path)
+
+    assert load_or_create_secret(path) == first
+    assert len(first) >= 32
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_unusable_secret_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "blob-secret"
+    path.write_text("short")
+
+    with pytest.raises(ValueError, match="blob-secret"):
+        load_or_create_secret(path)

@@ -1,0 +1,314 @@
+"""The worker: takes deliveries from the broker, runs each job's provider as one attempt, records
+the outcome and only then acknowledges the delivery.
+
+An attempt ends in one of three ways:
+- with an outcome (SUCCEEDED, or FAILED with a reason), recorded and then acked;
+- lost: the job was cancelled or a newer attempt took it over; nothing more is recorded, acked;
+- unrecorded: a backend failed or the worker is stopping; the delivery goes back to the queue
+  and the job runs again as its next attempt. The attempt fence keeps this one from writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
+
+from core.backends import Backends
+from core.errors import Reason
+from core.jobs import Job, JobError, JobEvent, JobState, StateChanged
+from core.ports import Delivery, JobMessage
+from core.providers.base import JobFailed, Provider
+from core.providers.registry import ProviderRegistry
+from workers.context import AttemptContext, AttemptLost, BackendUnavailable, publish
+
+log = logging.getLogger(__name__)
+
+# Before a delivery whose outcome could not be recorded goes back to the queue: a store that is
+# down should not be hammered by the same job in a tight loop.
+REQUEUE_BACKOFF_SECONDS = 1.0
+# How often a running attempt checks the job store that it still owns its job: the event bus
+# that tells it about a cancel at once is best effort.
+OWNERSHIP_CHECK_SECONDS = 5.0
+# How long stop() waits for cancelled jobs to wind down before requeueing them regardless.
+STOP_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass
+class _InFlight:
+    """A delivery being handled; `settled` once it has been acked or rejected."""
+
+    delivery: Delivery
+    settled: bool = False
+
+
+class Worker:
+    """Runs jobs from the broker, at most `concurrency` at a time. `models` limits which models
+    it takes (all the broker carries when None); each must be served by `providers`."""
+
+    def __init__(
+        self,
+        backends: Backends,
+        providers: ProviderRegistry,
+        *,
+        concurrency: int,
+        models: Collection[str] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        if models is not None:
+            unserved = sorted(m for m in models if m not in providers.catalog)
+            if unserved:
+                raise ValueError(f"no provider serves model(s) {', '.join(unserved)}")
+        self._backends = backends
+        self._providers = providers
+        self._concurrency = concurrency
+        self._models = tuple(models) if models is not None else None
+        self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight: dict[asyncio.Task[None], _InFlight] = {}
+        self._stop_requested = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._grace = 0.0
+        self._started = False
+
+    async def run(self) -> None:
+        """Consumes until stop() (or the broker ends the stream), then drains and returns."""
+        if self._started:
+            raise RuntimeError("a Worker runs only once")
+        self._started = True
+        try:
+            broker = self._backends.broker
+            async with broker.consume(self._models, prefetch=self._concurrency) as deliveries:
+                intake = asyncio.create_task(self._take(deliveries), name="worker-intake")
+                stop = asyncio.create_task(self._stop_requested.wait(), name="worker-stop")
+                try:
+                    await asyncio.wait({intake, stop}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in (intake, stop):
+                        task.cancel()
+                    await asyncio.gather(intake, stop, return_exceptions=True)
+                    grace = self._grace if self._stop_requested.is_set() else 0.0
+                    await self._drain(grace)
+                if not intake.cancelled() and (error := intake.exception()) is not None:
+                    raise error
+        finally:
+            self._stopped.set()
+
+    async def stop(self, grace: float) -> None:
+        """Stops taking deliveries, gives running jobs `grace` seconds to finish, then stops the
+        rest without an outcome and puts their deliveries back for another attempt."""
+        self._grace = grace
+        self._stop_requested.set()
+        if self._started:
+            await self._stopped.wait()
+
+    async def _take(self, deliveries: AsyncIterator[Delivery]) -> None:
+        while True:
+            # A free slot first: a delivery taken without one would wait unacked for nothing.
+            await self._slots.acquire()
+            delivery = await anext(deliveries, None)
+            if delivery is None:
+                self._slots.release()
+                log.info("the broker ended the delivery stream")
+                return
+            in_flight = _InFlight(delivery)
+            task = asyncio.create_task(self._handle(in_flight))
+            self._in_flight[task] = in_flight
+            task.add_done_callback(self._untrack)
+
+    def _untrack(self, task: asyncio.Task[None]) -> None:
+        del self._in_flight[task]
+        self._slots.release()
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("a delivery handler failed", exc_info=error)
+
+    async def _drain(self, grace: float) -> None:
+        if not self._in_flight:
+            return
+        _, unfinished = await asyncio.wait(set(self._in_flight), timeout=grace)
+        abandoned = [self._in_flight[task] for task in unfinished]
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            _, stuck = await asyncio.wait(unfinished, timeout=STOP_TIMEOUT_SECONDS)
+            if stuck:
+                log.error("%d job(s) ignored cancellation; requeued anyway", len(stuck))
+        for in_flight in abandoned:
+            await self._settle(in_flight, ack=False)
+        if abandoned:
+            log.info("stopped %d unfinished job(s); they go back to the queue", len(abandoned))
+
+    async def _handle(self, in_flight: _InFlight) -> None:
+        job_id = in_flight.delivery.message.job_id
+        try:
+            await self._run_job(in_flight.delivery.message)
+        except (Exception, BackendUnavailable):
+            log.exception("job %s: could not record the attempt; it goes back to the queue", job_id)
+            await asyncio.sleep(REQUEUE_BACKOFF_SECONDS)
+            await self._settle(in_flight, ack=False)
+        else:
+            await self._settle(in_flight, ack=True)
+
+    async def _settle(self, in_flight: _InFlight, *, ack: bool) -> None:
+        """Acks, or rejects with requeue; at most once per delivery."""
+        if in_flight.settled:
+            return
+        in_flight.settled = True
+        delivery = in_flight.delivery
+        try:
+            if ack:
+                await delivery.ack()
+            else:
+                await delivery.reject(requeue=True)
+        except Exception:
+            # Unsettled deliveries return to the queue when the consumer closes; a redelivered
+            # job that already ended is skipped, so nothing runs twice to completion.
+            log.warning(
+                "could not %s the delivery of job %s",
+                "ack" if ack else "requeue",
+                delivery.message.job_id,
+                exc_info=True,
+            )
+
+    async def _run_job(self, message: JobMessage) -> None:
+        """Claims the job, runs its attempt and records the outcome. Raises when a backend fails
+        before the outcome is recorded."""
+        jobs, events = self._backends.jobs, self._backends.events
+        # Subscribed before the claim, so a cancel right after the claim cannot go unseen.
+        async with events.subscribe(message.job_id) as job_events:
+            claimed = await jobs.claim(message.job_id)
+            if claimed is None:
+                log.debug("job %s is missing or finished: skipped", message.job_id)
+                return
+            job, claim_event = claimed
+            await publish(events, claim_event)
+            try:
+                provider = self._providers.provider_for(job.model)
+            except KeyError:
+                outcome: Outcome | None = Outcome.failed(
+                    Reason.PROVIDER_ERROR, f"model {job.model} is not served by this worker"
+                )
+            else:
+                outcome = await self._attempt(job, provider, job_events)
+        if outcome is None:
+            log.debug("job %s attempt %d lost the job: nothing recorded", job.id, job.attempt)
+            return
+        event = await jobs.finish(job.id, job.attempt, outcome.state, outcome.error)
+        if event is None:
+            log.debug("job %s attempt %d lost the job before finishing", job.id, job.attempt)
+            return
+        await publish(events, event)
+
+    async def _attempt(
+        self, job: Job, provider: Provider, job_events: AsyncIterator[JobEvent]
+    ) -> Outcome | None:
+        """Runs the provider; the outcome to record, or None when the attempt lost the job."""
+        ctx = AttemptContext(job, self._backends.jobs, self._backends.events, self._backends.blobs)
+        attempt = _RunningAttempt(
+            job, asyncio.create_task(provider.run(ctx), name=f"job {job.id} attempt {job.attempt}")
+        )
+        watcher = asyncio.create_task(self._stop_when_lost(attempt, job_events))
+        try:
+            await self._supervise(attempt)
+        finally:
+            watcher.cancel()
+            # Stops the provider when the worker is stopping; a no-op when it has ended.
+            attempt.task.cancel()
+            await asyncio.wait({watcher, attempt.task})
+        return attempt.outcome()
+
+    async def _stop_when_lost(
+        self, attempt: _RunningAttempt, job_events: AsyncIterator[JobEvent]
+    ) -> None:
+        try:
+            async for event in job_events:
+                if attempt.superseded_by(event):
+                    attempt.stop_lost()
+                    return
+        except Exception:
+            log.warning(
+                "job %s: event bus failed; checking the store instead",
+                attempt.job.id,
+                exc_info=True,
+            )
+
+    async def _supervise(self, attempt: _RunningAttempt) -> None:
+        """Waits for the provider, checking now and then that the attempt still owns its job."""
+        while True:
+            done, _ = await asyncio.wait({attempt.task}, timeout=OWNERSHIP_CHECK_SECONDS)
+            if done:
+                return
+            if not await self._still_owns(attempt.job):
+                attempt.stop_lost()
+
+    async def _still_owns(self, job: Job) -> bool:
+        try:
+            current = await self._backends.jobs.get(job.id)
+        except Exception:
+            log.warning("job %s: could not check its state", job.id, exc_info=True)
+            return True
+        return (
+            current is not None
+            and current.state is JobState.RUNNING
+            and current.attempt == job.attempt
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, as recorded by JobStore.finish."""
+
+    state: JobState
+    error: JobError | None = None
+
+    @classmethod
+    def failed(cls, reason: Reason, message: str) -> Outcome:
+        return cls(JobState.FAILED, JobError(reason, message))
+
+
+@dataclass
+class _RunningAttempt:
+    job: Job
+    task: asyncio.Task[None]
+    lost: bool = False
+
+    def superseded_by(self, event: JobEvent) -> bool:
+        """A cancel, or a newer attempt's start: this attempt no longer owns the job. Events of
+        older attempts can arrive late and mean nothing."""
+        payload = event.payload
+        return isinstance(payload, StateChanged) and (
+            payload.state is JobState.CANCELLED or event.attempt > self.job.attempt
+        )
+
+    def stop_lost(self) -> None:
+        self.lost = True
+        self.task.cancel()
+
+    def outcome(self) -> Outcome | None:
+        """What to record for the ended task; None when it must record nothing."""
+        task = self.task
+        if task.cancelled():
+            if self.lost:
+                return None
+            return Outcome.failed(Reason.PROVIDER_ERROR, "the provider failed: CancelledError")
+        error = task.exception()
+        if error is None:
+            return Outcome(JobState.SUCCEEDED)
+        if isinstance(error, AttemptLost):
+            return None
+        if isinstance(error, JobFailed):
+            return Outcome.failed(error.reason, error.message)
+        if isinstance(error, Exception):
+            log.error(
+                "job %s attempt %d: the provider of %s raised",
+                self.job.id,
+                self.job.attempt,
+                self.job.model,
+                exc_info=error,
+            )
+            return Outcome.failed(
+                Reason.PROVIDER_ERROR, f"the provider failed: {type(error).__name__}"
+            )
+        # BackendUnavailable, or an interpreter exit: nothing to record here.
+        raise error
