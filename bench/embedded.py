@@ -18,10 +18,10 @@ from pathlib import Path
 
 import grpc
 from google.protobuf import duration_pb2
+from jobgate.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 from bench.service import RunningService, embedded_service
 from bench.stats import Result, percentile, table
-from jobgate.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 TARGETS = {"throughput": 1000.0, "create_p99_ms": 10.0, "progress_p99_ms": 20.0}
 SUCCEEDED = job_pb2.Job.STATE_SUCCEEDED
@@ -116,16 +116,29 @@ async def measure(args: argparse.Namespace) -> list[Result]:
         latencies = await create_latency(service, args.rate, args.seconds)
         delays = await progress_delay(service, args.watchers, 3)
     return [
-        Result("end-to-end no-op jobs/s", jobs_per_second, "jobs/s",
-               f">= {TARGETS['throughput']:,.0f}", jobs_per_second >= TARGETS["throughput"]),
+        Result(
+            "end-to-end no-op jobs/s",
+            jobs_per_second,
+            "jobs/s",
+            f">= {TARGETS['throughput']:,.0f}",
+            jobs_per_second >= TARGETS["throughput"],
+        ),
         Result(f"CreateJob p50 @ {args.rate:.0f}/s", percentile(latencies, 0.5), "ms"),
-        Result(f"CreateJob p99 @ {args.rate:.0f}/s", percentile(latencies, 0.99), "ms",
-               f"< {TARGETS['create_p99_ms']:.0f} ms",
-               percentile(latencies, 0.99) < TARGETS["create_p99_ms"]),
+        Result(
+            f"CreateJob p99 @ {args.rate:.0f}/s",
+            percentile(latencies, 0.99),
+            "ms",
+            f"< {TARGETS['create_p99_ms']:.0f} ms",
+            percentile(latencies, 0.99) < TARGETS["create_p99_ms"],
+        ),
         Result("progress -> watcher p50", percentile(delays, 0.5), "ms"),
-        Result("progress -> watcher p99", percentile(delays, 0.99), "ms",
-               f"< {TARGETS['progress_p99_ms']:.0f} ms",
-               percentile(delays, 0.99) < TARGETS["progress_p99_ms"]),
+        Result(
+            "progress -> watcher p99",
+            percentile(delays, 0.99),
+            "ms",
+            f"< {TARGETS['progress_p99_ms']:.0f} ms",
+            percentile(delays, 0.99) < TARGETS["progress_p99_ms"],
+        ),
     ]
 
 

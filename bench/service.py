@@ -1,4 +1,4 @@
-"""Runs `jobgate dev` as a separate process for a benchmark, so load and service don't share a core."""
+"""Runs `jobgate dev` in its own process for a benchmark: load and service get a core each."""
 
 from __future__ import annotations
 
@@ -38,7 +38,10 @@ def embedded_service(**env: str) -> Iterator[RunningService]:
             **env,
         }
         process = subprocess.Popen(
-            [JOBGATE, "dev"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [JOBGATE, "dev"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
             env=environment,
         )
         assert process.stdout is not None

@@ -51,7 +51,9 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         data_dir = env.get(ENV_PREFIX + "DATA_DIR")
-        values["data_dir"] = (Path(data_dir).expanduser() if data_dir else _default_data_dir()).resolve()
+        values["data_dir"] = (
+            Path(data_dir).expanduser() if data_dir else _default_data_dir()
+        ).resolve()
         for name in (
             "listen",
             "job_store_url",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import runpy
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -13,7 +14,6 @@ from pathlib import Path
 
 from core.errors import ConfigError
 from core.settings import Settings
-from launcher.embedded import EmbeddedService, banner, dev_settings
 
 Subparsers = argparse._SubParsersAction  # argparse exposes no public name for it
 
@@ -43,6 +43,9 @@ def register_worker(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
 
 
 def _dev(args: argparse.Namespace) -> int:
+    # Imported here: every `jobgate` command loads this plugin, only `dev` needs the service.
+    from launcher.embedded import EmbeddedService, banner, dev_settings
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = dev_settings(Settings.from_env(), args.listen, args.data_dir)
@@ -59,8 +62,6 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _run_module(name: str) -> int:
-    import runpy
-
     runpy.run_module(name, run_name="__main__")
     return 0
 

@@ -124,4 +124,3 @@ def dev_settings(settings: Settings, listen: str | None, data_dir: Path | None) 
     if listen is not None:
         settings = replace(settings, listen=listen)
     return settings
-

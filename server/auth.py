@@ -3,10 +3,17 @@
 The verified Principal reaches the servicer through a context variable that the wrapped method
 sets itself, in the task that runs the call: whatever the interceptor's own context, the handler
 sees it. Keys are never logged; the account store compares them in constant time.
+
+Verified keys are remembered for a few seconds (by their SHA-256, never in clear): each job costs
+two calls (CreateJob, WatchJob), and a store lookup per call was a measurable share of the
+server's CPU. A revoked key therefore stops working within PRINCIPAL_TTL_SECONDS.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
@@ -20,6 +27,8 @@ from server import status
 SERVICE_PREFIX = "/jobgate.v1.JobService/"
 AUTHORIZATION = "authorization"
 BEARER = "bearer "
+PRINCIPAL_TTL_SECONDS = 10.0
+PRINCIPAL_CACHE_SIZE = 10_000
 
 _principal: ContextVar[Principal] = ContextVar("jobgate_principal")
 
@@ -42,15 +51,25 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, accounts: AccountStore) -> None:
         self._accounts = accounts
+        self._principals = _PrincipalCache(PRINCIPAL_TTL_SECONDS, PRINCIPAL_CACHE_SIZE)
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        if (guarded := self._handlers.get(method)) is not None:
+            return guarded
         handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(SERVICE_PREFIX):
+        if handler is None or not method.startswith(SERVICE_PREFIX):
             return handler
+        # Handlers are the same for every call of a method: wrap each once.
+        self._handlers[method] = self._guard(handler)
+        return self._handlers[method]
+
+    def _guard(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         codecs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
@@ -84,9 +103,13 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         """The caller's principal; aborts the call with UNAUTHENTICATED when there is none."""
         try:
             key = _bearer_key(context.invocation_metadata() or ())
-            principal = await self._accounts.authenticate(key)
+            digest = hashlib.sha256(key.encode()).digest()
+            principal = self._principals.get(digest)
             if principal is None:
-                raise Unauthenticated("the API key is not valid", reason=Reason.API_KEY_INVALID)
+                principal = await self._accounts.authenticate(key)
+                if principal is None:
+                    raise Unauthenticated("the API key is not valid", reason=Reason.API_KEY_INVALID)
+                self._principals.put(digest, principal)
         except Exception as error:
             await status.abort(context, error)
         return principal
@@ -103,3 +126,29 @@ def _bearer_key(metadata: Any) -> str:
         "send the API key as `authorization: Bearer <key>` metadata",
         reason=Reason.API_KEY_MISSING,
     )
+
+
+class _PrincipalCache:
+    """Recently verified keys' principals, by key digest, each kept `ttl` seconds; the oldest
+    entry goes first when full."""
+
+    def __init__(self, ttl: float, size: int) -> None:
+        self._ttl = ttl
+        self._size = size
+        self._entries: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
+
+    def get(self, digest: bytes) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        expires, principal = entry
+        if expires < time.monotonic():
+            del self._entries[digest]
+            return None
+        return principal
+
+    def put(self, digest: bytes, principal: Principal) -> None:
+        self._entries[digest] = (time.monotonic() + self._ttl, principal)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)

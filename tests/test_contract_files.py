@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from jobgate.v1 import error_reason_pb2
 
 from core.errors import Reason
-from jobgate.v1 import error_reason_pb2
 
 REPO = Path(__file__).resolve().parent.parent
 BUF = REPO / "node_modules" / ".bin" / "buf"
@@ -35,7 +35,11 @@ def test_proto_has_no_breaking_change_against_main() -> None:
         pytest.skip("no main branch in this checkout to compare against")
     result = subprocess.run(
         [str(REPO / "tools" / "buf-breaking"), "main"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -46,7 +50,7 @@ def test_committed_generated_code_matches_proto(tmp_path: Path) -> None:
     fresh, committed = tmp_path / GENERATED, REPO / GENERATED
     generated = sorted(p.name for p in fresh.iterdir())
     assert generated, "buf generate wrote nothing"
-    match, mismatch, missing = filecmp.cmpfiles(committed, fresh, generated, shallow=False)
+    _, mismatch, missing = filecmp.cmpfiles(committed, fresh, generated, shallow=False)
     assert not mismatch and not missing, (
         f"generated code is stale, run `make proto`: {mismatch + missing}"
     )
@@ -55,7 +59,7 @@ def test_committed_generated_code_matches_proto(tmp_path: Path) -> None:
 def test_domain_reasons_are_the_proto_error_reasons() -> None:
     proto_names = {
         name.removeprefix("ERROR_REASON_")
-        for name in error_reason_pb2.ErrorReason.keys()
+        for name in error_reason_pb2.ErrorReason.keys()  # noqa: SIM118 (an EnumTypeWrapper, not a dict)
         if name != "ERROR_REASON_UNSPECIFIED"
     }
     assert proto_names == {reason.value for reason in Reason}

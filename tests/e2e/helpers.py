@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
-
 from jobgate.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 Metadata = Sequence[tuple[str, str]]
@@ -25,8 +24,9 @@ async def create(
 ) -> job_pb2.Job:
     job_input = job_pb2.JobInput(prompt=prompt)
     if seconds is not None:
-        job_input.duration.CopyFrom(duration_pb2.Duration(seconds=int(seconds),
-                                                          nanos=round(seconds % 1 * 1e9)))
+        job_input.duration.CopyFrom(
+            duration_pb2.Duration(seconds=int(seconds), nanos=round(seconds % 1 * 1e9))
+        )
     request = job_service_pb2.CreateJobRequest(
         job=job_pb2.Job(model=model, input=job_input), request_id=request_id
     )

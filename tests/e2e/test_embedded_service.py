@@ -11,9 +11,9 @@ from typing import Any
 import grpc
 import pytest
 from google.rpc import error_details_pb2
+from jobgate.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 from core.settings import Settings
-from jobgate.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from tests.e2e.helpers import (
     create,
     error_reason,

@@ -41,7 +41,10 @@ async def test_describe_shows_the_job_service(endpoint: Any) -> None:
 
 async def test_health_check_answers_serving(endpoint: Any) -> None:
     code, out, err = await grpcurl(
-        "-plaintext", "-d", '{"service": "jobgate.v1.JobService"}', endpoint.address,
+        "-plaintext",
+        "-d",
+        '{"service": "jobgate.v1.JobService"}',
+        endpoint.address,
         "grpc.health.v1.Health/Check",
     )
     assert code == 0, err
@@ -52,14 +55,24 @@ async def test_create_then_watch_a_job_from_grpcurl(endpoint: Any) -> None:
     auth = f"authorization: Bearer {endpoint.api_key}"
     body = json.dumps({"job": {"model": "local/echo", "input": {"prompt": "from grpcurl"}}})
     code, out, err = await grpcurl(
-        "-plaintext", "-H", auth, "-d", body, endpoint.address,
+        "-plaintext",
+        "-H",
+        auth,
+        "-d",
+        body,
+        endpoint.address,
         "jobgate.v1.JobService/CreateJob",
     )
     assert code == 0, err
     name = json.loads(out)["job"]["name"]
 
     code, out, err = await grpcurl(
-        "-plaintext", "-H", auth, "-d", json.dumps({"name": name}), endpoint.address,
+        "-plaintext",
+        "-H",
+        auth,
+        "-d",
+        json.dumps({"name": name}),
+        endpoint.address,
         "jobgate.v1.JobService/WatchJob",
     )
     assert code == 0, err

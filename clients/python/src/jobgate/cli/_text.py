@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-import grpc
 from google.protobuf import json_format, timestamp_pb2
 from google.rpc import status_pb2
 
-from jobgate.client._errors import ErrorDetails
+from jobgate.client._errors import status_error
 from jobgate.v1 import job_pb2, model_pb2
 
 BAR_WIDTH = 24
-_CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def state_text(state: job_pb2.Job.State) -> str:
@@ -38,9 +36,7 @@ def timestamp_text(moment: timestamp_pb2.Timestamp) -> str:
 
 def error_text(status: status_pb2.Status) -> str:
     """`ABORTED (REQUESTED_FAILURE): the job asked to fail`"""
-    code = _CODES_BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
-    reason = ErrorDetails.from_status(status).reason
-    return f"{code.name}{f' ({reason})' if reason else ''}: {status.message}"
+    return str(status_error(status))
 
 
 def output_text(output: job_pb2.Output) -> str:

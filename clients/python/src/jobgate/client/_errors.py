@@ -115,7 +115,7 @@ class JobFailedError(JobgateError):
 
     def __init__(self, job: job_pb2.Job) -> None:
         status = job.error
-        code = _CODES_BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
+        code = code_of(status.code)
         state = job_pb2.Job.State.Name(job.state).removeprefix("STATE_")
         message = status.message or f"job {job.name} ended {state}"
         super().__init__(code, message, ErrorDetails.from_status(status))
@@ -150,6 +150,16 @@ def error_for(
 ) -> JobgateError:
     """The typed error for `code`; codes without a class of their own give a JobgateError."""
     return _ERRORS_BY_CODE.get(code, JobgateError)(code, message, details)
+
+
+def code_of(number: int) -> grpc.StatusCode:
+    """The gRPC code a google.rpc.Status carries as a number."""
+    return _CODES_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
+
+
+def status_error(status: status_pb2.Status) -> JobgateError:
+    """The typed error a google.rpc.Status stands for, e.g. a job's error."""
+    return error_for(code_of(status.code), status.message, ErrorDetails.from_status(status))
 
 
 def from_rpc_error(error: RpcFailure) -> JobgateError:
