@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -12,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from launcher.embedded import read_banner
 
 JOBGATE = str(Path(sys.executable).parent / "jobgate")
 
@@ -45,18 +46,13 @@ def embedded_service(**env: str) -> Iterator[RunningService]:
             env=environment,
         )
         assert process.stdout is not None
-        banner = ""
-        for line in process.stdout:
-            banner += line
-            if "api key" in line:
-                break
-        address = re.search(r"address\s+(\S+)", banner)
-        key = re.search(r"api key\s+(\S+)", banner)
-        if not (address and key):
-            process.kill()
-            raise RuntimeError(f"jobgate dev did not start:\n{banner}")
         try:
-            yield RunningService(address.group(1), key.group(1), process.pid)
+            address, key = read_banner(process.stdout)
+        except ValueError:
+            process.kill()
+            raise
+        try:
+            yield RunningService(address, key, process.pid)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -114,6 +115,21 @@ def banner(endpoint: Endpoint) -> str:
             "Ctrl-C stops it; jobs and keys stay in the data directory.",
         ]
     )
+
+
+def read_banner(lines: Iterable[str]) -> tuple[str, str]:
+    """The address and API key a `jobgate dev` process printed, read up to the key's line: for
+    tools that start it as a process. ValueError if its output ends before."""
+    seen: dict[str, str] = {}
+    for line in lines:
+        label, _, value = line.strip().rpartition("  ")
+        if label.strip() in ("address", "api key"):
+            seen[label.strip()] = value.strip()
+        if "api key" in seen:
+            break
+    if "address" not in seen or "api key" not in seen:
+        raise ValueError(f"jobgate dev printed no address and key: {seen}")
+    return seen["address"], seen["api key"]
 
 
 def dev_settings(settings: Settings, listen: str | None, data_dir: Path | None) -> Settings:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from launcher.embedded import read_banner
 
 JOBGATE = str(Path(sys.executable).parent / "jobgate")
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
@@ -25,16 +26,8 @@ def dev_process(data_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str, st
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
     ) as process:
         assert process.stdout is not None
-        banner = ""
-        for line in process.stdout:
-            banner += line
-            if "api key" in line:
-                break
-        address = re.search(r"address\s+(\S+)", banner)
-        key = re.search(r"api key\s+(\S+)", banner)
         try:
-            assert address and key, banner
-            yield process, address.group(1), key.group(1)
+            yield process, *read_banner(process.stdout)
         finally:
             if process.poll() is None:
                 process.kill()
