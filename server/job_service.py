@@ -121,8 +121,9 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     async def WatchJob(
         self, request: job_service_pb2.WatchJobRequest, context: Context
     ) -> AsyncIterator[job_service_pb2.WatchJobResponse]:
-        job = await self._owned_job(request.name)
-        async for response in self._watcher.watch(job, request.after_sequence):
+        job_id = _job_id(request.name)
+        owner = current_principal().owner
+        async for response in self._watcher.watch(job_id, owner, request.after_sequence):
             yield response
 
     @unary_errors
@@ -213,13 +214,17 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     async def _owned_job(self, name: str) -> Job:
         """The caller's job named `name`. Another caller's job is reported exactly like a
         missing one, so names reveal nothing."""
-        job_id = parse_job_name(name)
-        if job_id is None:
-            raise InvalidArgument("name", f"name must look like jobs/{{job}}, not {name!r}")
-        job = await self._backends.jobs.get(job_id)
+        job = await self._backends.jobs.get(_job_id(name))
         if job is None or job.owner != current_principal().owner:
             raise _job_not_found(name)
         return job
+
+
+def _job_id(name: str) -> str:
+    job_id = parse_job_name(name)
+    if job_id is None:
+        raise InvalidArgument("name", f"name must look like jobs/{{job}}, not {name!r}")
+    return job_id
 
 
 def _job_not_found(name: str) -> NotFound:

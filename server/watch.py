@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from jobgate.v1 import job_service_pb2
 
 from core.errors import InvalidArgument, NotFound, Reason
-from core.jobs import Job, JobEvent, JobState, StateChanged
+from core.jobs import Job, JobEvent, JobState, StateChanged, job_name
 from core.ports import EventBus, JobStore
 from server.convert import JobRenderer, timestamp
 from server.status import Unavailable
@@ -53,19 +53,25 @@ class JobWatcher:
         """How many WatchJob calls are being served right now."""
         return self._open_streams
 
-    async def watch(self, job: Job, after_sequence: int) -> AsyncIterator[Response]:
-        """Streams `job`, already checked to belong to the caller, from `after_sequence`."""
+    async def watch(self, job_id: str, owner: str, after_sequence: int) -> AsyncIterator[Response]:
+        """Streams the job `job_id` of `owner` from `after_sequence`. Another owner's job is
+        NOT_FOUND, exactly like a missing one."""
         if after_sequence < 0:
             raise InvalidArgument("after_sequence", "after_sequence must not be negative")
-        # Any sequence a client has seen was recorded before `job` was read.
-        if after_sequence > job.event_sequence:
-            raise InvalidArgument(
-                "after_sequence",
-                f"job {job.name} has no event {after_sequence}; its latest is {job.event_sequence}",
-            )
         self._open_streams += 1
         try:
-            async with self.events.subscribe(job.id) as live:
+            async with self.events.subscribe(job_id) as live:
+                # Read after subscribing: whatever is recorded from now on also reaches the bus.
+                job = await self.jobs.get(job_id)
+                if job is None or job.owner != owner:
+                    raise NotFound(f"no job {job_name(job_id)}", reason=Reason.JOB_NOT_FOUND)
+                # Any sequence a client has seen was recorded before `job` was read.
+                if after_sequence > job.event_sequence:
+                    raise InvalidArgument(
+                        "after_sequence",
+                        f"job {job.name} has no event {after_sequence}; "
+                        f"its latest is {job.event_sequence}",
+                    )
                 stream = _Stream(self, job, live)
                 async for response in stream.run(after_sequence):
                     yield response
@@ -96,11 +102,7 @@ class _Stream:
             self._idle_since = self._loop.time()
 
     async def _responses(self, after_sequence: int) -> AsyncIterator[Response]:
-        # Read after subscribing: whatever is recorded from now on also reaches the bus.
-        job = await self._jobs.get(self._job.id)
-        if job is None:
-            raise NotFound(f"no job {self._job.name}", reason=Reason.JOB_NOT_FOUND)
-        self._state = job.state
+        job = self._job
         if after_sequence == 0:
             self._last = job.event_sequence
             yield Response(job=await self._render.job(job))
