@@ -196,7 +196,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             raise Unavailable(
                 f"job {job.name} was recorded but could not be queued; it is queued again when "
                 "the service restarts",
-                reason=Reason.INTERNAL,
+                reason=Reason.QUEUE_UNAVAILABLE,
             ) from None
         # The first event as the store recorded it (sequence 1, at create_time).
         await self._announce(

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1djobgate/v1/error_reason.proto\x12\njobgate.v1*\x97\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12 \n\x1c\x45RROR_REASON_API_KEY_MISSING\x10\x01\x12 \n\x1c\x45RROR_REASON_API_KEY_INVALID\x10\x02\x12!\n\x1d\x45RROR_REASON_INVALID_ARGUMENT\x10\x03\x12\x1e\n\x1a\x45RROR_REASON_UNKNOWN_MODEL\x10\x04\x12\x1e\n\x1a\x45RROR_REASON_JOB_NOT_FOUND\x10\x05\x12\x1f\n\x1b\x45RROR_REASON_BLOB_NOT_FOUND\x10\x06\x12\x1d\n\x19\x45RROR_REASON_JOB_FINISHED\x10\x07\x12\"\n\x1e\x45RROR_REASON_REQUEST_ID_REUSED\x10\x08\x12#\n\x1f\x45RROR_REASON_INVALID_PAGE_TOKEN\x10\t\x12\x1e\n\x1a\x45RROR_REASON_SHUTTING_DOWN\x10\n\x12\x1a\n\x16\x45RROR_REASON_CANCELLED\x10\x0b\x12\x1e\n\x1a\x45RROR_REASON_INVALID_INPUT\x10\x0c\x12\x1f\n\x1b\x45RROR_REASON_PROVIDER_ERROR\x10\r\x12\"\n\x1e\x45RROR_REASON_REQUESTED_FAILURE\x10\x0e\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x0f\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1djobgate/v1/error_reason.proto\x12\njobgate.v1*\xbb\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12 \n\x1c\x45RROR_REASON_API_KEY_MISSING\x10\x01\x12 \n\x1c\x45RROR_REASON_API_KEY_INVALID\x10\x02\x12!\n\x1d\x45RROR_REASON_INVALID_ARGUMENT\x10\x03\x12\x1e\n\x1a\x45RROR_REASON_UNKNOWN_MODEL\x10\x04\x12\x1e\n\x1a\x45RROR_REASON_JOB_NOT_FOUND\x10\x05\x12\x1f\n\x1b\x45RROR_REASON_BLOB_NOT_FOUND\x10\x06\x12\x1d\n\x19\x45RROR_REASON_JOB_FINISHED\x10\x07\x12\"\n\x1e\x45RROR_REASON_REQUEST_ID_REUSED\x10\x08\x12#\n\x1f\x45RROR_REASON_INVALID_PAGE_TOKEN\x10\t\x12\x1e\n\x1a\x45RROR_REASON_SHUTTING_DOWN\x10\n\x12\x1a\n\x16\x45RROR_REASON_CANCELLED\x10\x0b\x12\x1e\n\x1a\x45RROR_REASON_INVALID_INPUT\x10\x0c\x12\x1f\n\x1b\x45RROR_REASON_PROVIDER_ERROR\x10\r\x12\"\n\x1e\x45RROR_REASON_REQUESTED_FAILURE\x10\x0e\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x0f\x12\"\n\x1e\x45RROR_REASON_QUEUE_UNAVAILABLE\x10\x10\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobgate.v1.error_reason_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORREASON']._serialized_start=46
-  _globals['_ERRORREASON']._serialized_end=581
+  _globals['_ERRORREASON']._serialized_end=617
 # @@protoc_insertion_point(module_scope)

@@ -118,3 +118,34 @@ class ListModelsResponse(_message.Message):
     models: _containers.RepeatedCompositeFieldContainer[_model_pb2.Model]
     next_page_token: str
     def __init__(self, models: _Optional[_Iterable[_Union[_model_pb2.Model, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CreateUploadRequest(_message.Message):
+    __slots__ = ("content_type", "size_bytes", "filename")
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    content_type: str
+    size_bytes: int
+    filename: str
+    def __init__(self, content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., filename: _Optional[str] = ...) -> None: ...
+
+class CreateUploadResponse(_message.Message):
+    __slots__ = ("blob", "upload_uri", "upload_method", "upload_headers", "expire_time")
+    class UploadHeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    BLOB_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_URI_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_METHOD_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    blob: _job_pb2.BlobRef
+    upload_uri: str
+    upload_method: str
+    upload_headers: _containers.ScalarMap[str, str]
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, blob: _Optional[_Union[_job_pb2.BlobRef, _Mapping]] = ..., upload_uri: _Optional[str] = ..., upload_method: _Optional[str] = ..., upload_headers: _Optional[_Mapping[str, str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

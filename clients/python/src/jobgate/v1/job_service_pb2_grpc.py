@@ -69,6 +69,11 @@ class JobServiceStub:
                 request_serializer=jobgate_dot_v1_dot_job__service__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=jobgate_dot_v1_dot_job__service__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.CreateUpload = channel.unary_unary(
+                '/jobgate.v1.JobService/CreateUpload',
+                request_serializer=jobgate_dot_v1_dot_job__service__pb2.CreateUploadRequest.SerializeToString,
+                response_deserializer=jobgate_dot_v1_dot_job__service__pb2.CreateUploadResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -122,6 +127,14 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateUpload(self, request, context):
+        """Hands out a short-lived URL to upload one input file to, and the blob reference to name it
+        by in JobInput.files. The file's bytes go straight to the blob store, never through gRPC.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +167,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=jobgate_dot_v1_dot_job__service__pb2.ListModelsRequest.FromString,
                     response_serializer=jobgate_dot_v1_dot_job__service__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'CreateUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateUpload,
+                    request_deserializer=jobgate_dot_v1_dot_job__service__pb2.CreateUploadRequest.FromString,
+                    response_serializer=jobgate_dot_v1_dot_job__service__pb2.CreateUploadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -323,6 +341,33 @@ class JobService:
             '/jobgate.v1.JobService/ListModels',
             jobgate_dot_v1_dot_job__service__pb2.ListModelsRequest.SerializeToString,
             jobgate_dot_v1_dot_job__service__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobgate.v1.JobService/CreateUpload',
+            jobgate_dot_v1_dot_job__service__pb2.CreateUploadRequest.SerializeToString,
+            jobgate_dot_v1_dot_job__service__pb2.CreateUploadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,10 @@ class JobServiceStub:
     """Streams a job's changes until it finishes. See WatchJobRequest and WatchJobResponse."""
     ListModels: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListModelsRequest, _job_service_pb2.ListModelsResponse]
     """Lists the models jobs can run, with what they take, return and cost."""
+    CreateUpload: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.CreateUploadRequest, _job_service_pb2.CreateUploadResponse]
+    """Hands out a short-lived URL to upload one input file to, and the blob reference to name it
+    by in JobInput.files. The file's bytes go straight to the blob store, never through gRPC.
+    """
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -77,6 +81,10 @@ class JobServiceAsyncStub(JobServiceStub):
     """Streams a job's changes until it finishes. See WatchJobRequest and WatchJobResponse."""
     ListModels: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListModelsRequest, _job_service_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Lists the models jobs can run, with what they take, return and cost."""
+    CreateUpload: _aio.UnaryUnaryMultiCallable[_job_service_pb2.CreateUploadRequest, _job_service_pb2.CreateUploadResponse]  # type: ignore[assignment]
+    """Hands out a short-lived URL to upload one input file to, and the blob reference to name it
+    by in JobInput.files. The file's bytes go straight to the blob store, never through gRPC.
+    """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs long AI jobs: submit one and get its name at once, then watch it to the end.
@@ -135,5 +143,15 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.ListModelsResponse, _abc.Awaitable[_job_service_pb2.ListModelsResponse]]:
         """Lists the models jobs can run, with what they take, return and cost."""
+
+    @_abc_1.abstractmethod
+    def CreateUpload(
+        self,
+        request: _job_service_pb2.CreateUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_service_pb2.CreateUploadResponse, _abc.Awaitable[_job_service_pb2.CreateUploadResponse]]:
+        """Hands out a short-lived URL to upload one input file to, and the blob reference to name it
+        by in JobInput.files. The file's bytes go straight to the blob store, never through gRPC.
+        """
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
