@@ -82,6 +82,7 @@ async def test_reflection_lists_and_describes_the_services(running: Running) -> 
         "CancelJob": False,
         "WatchJob": True,
         "ListModels": False,
+        "CreateUpload": False,
     }
     assert "STATE_CANCELLED" in states
 
