@@ -155,7 +155,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, default=1000, help="raw operations of each kind")
     parser.add_argument("--jobs", type=int, default=200, help="whole job lifecycles")
-    parser.add_argument("--concurrency", type=int, default=16, help="operations in flight")
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="operations in flight (SecantusDB slows past ~8)"
+    )
     args = parser.parse_args()
     asyncio.run(run(args.ops, args.jobs, args.concurrency))
 

@@ -10,10 +10,16 @@ from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 from urllib.parse import SplitResult, unquote, urlsplit
 
+from pymongo.errors import ConfigurationError, PyMongoError
+
 from core.adapters.blob_keys import load_or_create_secret
 from core.adapters.local_blobs import LocalBlobStore
 from core.adapters.memory_broker import MemoryBroker
 from core.adapters.memory_events import MemoryEventBus
+from core.adapters.mongo_jobs import MongoJobStore
+from core.adapters.postgres import CannotOpen
+from core.adapters.postgres_accounts import PostgresAccountStore
+from core.adapters.postgres_jobs import PostgresJobStore
 from core.adapters.sqlite_accounts import SqliteAccountStore
 from core.adapters.sqlite_jobs import SqliteJobStore
 from core.catalog import Catalog
@@ -86,6 +92,29 @@ async def _open_sqlite_accounts(target: _Target) -> AccountStore:
     return await _opening(target, SqliteAccountStore.open(_with_parent(target, path)))
 
 
+async def _open_mongo_jobs(target: _Target) -> JobStore:
+    try:
+        return await MongoJobStore.open(target.value)
+    except (ConfigurationError, ValueError) as exc:  # the driver's URL parser raises both
+        raise target.error(f"malformed MongoDB URL: {exc}") from None
+    except (ConnectionError, PyMongoError) as exc:
+        raise target.error(str(exc)) from None
+
+
+async def _open_postgres_jobs(target: _Target) -> JobStore:
+    try:
+        return await PostgresJobStore.open(target.value)
+    except CannotOpen as exc:
+        raise target.error(str(exc)) from None
+
+
+async def _open_postgres_accounts(target: _Target) -> AccountStore:
+    try:
+        return await PostgresAccountStore.open(target.value)
+    except CannotOpen as exc:
+        raise target.error(str(exc)) from None
+
+
 async def _open_memory_broker(target: _Target) -> Broker:
     return MemoryBroker()
 
@@ -117,9 +146,15 @@ async def _open_local_blobs(target: _Target) -> BlobStore:
 # Each port's adapters by URL scheme; production backends add their schemes here.
 JOB_STORES: dict[str, _Adapter[JobStore]] = {
     "sqlite": _Adapter("sqlite:///path", _open_sqlite_jobs),
+    "mongodb": _Adapter("mongodb://host/database", _open_mongo_jobs),
+    "mongodb+srv": _Adapter("mongodb+srv://host/database", _open_mongo_jobs),
+    "postgresql": _Adapter("postgresql://host/database", _open_postgres_jobs),
+    "postgres": _Adapter("postgresql://host/database", _open_postgres_jobs),
 }
 ACCOUNT_STORES: dict[str, _Adapter[AccountStore]] = {
     "sqlite": _Adapter("sqlite:///path", _open_sqlite_accounts),
+    "postgresql": _Adapter("postgresql://host/database", _open_postgres_accounts),
+    "postgres": _Adapter("postgresql://host/database", _open_postgres_accounts),
 }
 BROKERS: dict[str, _Adapter[Broker]] = {
     "memory": _Adapter("memory://", _open_memory_broker),
@@ -175,7 +210,8 @@ def _split(setting: str, value: str) -> SplitResult:
 def _choose(target: _Target, adapters: dict[str, _Adapter[T]]) -> _Adapter[T]:
     scheme = target.url.scheme
     if scheme not in adapters:
-        expected = " or ".join(a.example for a in adapters.values())
+        # Aliases of one scheme share their example: name it once.
+        expected = " or ".join(dict.fromkeys(a.example for a in adapters.values()))
         raise target.error(f"unsupported scheme {scheme!r} (expected {expected})")
     return adapters[scheme]
 

@@ -8,19 +8,39 @@ from pathlib import Path
 
 import grpc
 import pytest
+from jobgate.v1 import job_service_pb2_grpc
 
 from core.settings import Settings
-from jobgate.v1 import job_service_pb2_grpc
 from launcher.embedded import EmbeddedService, Endpoint
+
+# Fixtures for real services (started on demand, once per session).
+pytest_plugins = ["tests.fixtures.mongo", "tests.fixtures.postgres"]
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+# The end-to-end suite runs once per job store: the same behaviour on every backend.
+JOB_STORES = {
+    "sqlite": None,  # the embedded default, under the data directory
+    "mongodb": "mongo_database_url",
+    "postgresql": "postgres_url",
+}
+
+
+@pytest.fixture(params=list(JOB_STORES))
+def job_store_url(request: pytest.FixtureRequest) -> str:
+    """A fresh, empty job store of each kind; "" means the embedded SQLite default."""
+    fixture = JOB_STORES[request.param]
+    return "" if fixture is None else str(request.getfixturevalue(fixture))
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Embedded settings under tmp_path, on free ports; tests adjust them with `replace`."""
+def settings(tmp_path: Path, job_store_url: str) -> Settings:
+    """Settings under tmp_path, on free ports, with each job store; tests adjust them with
+    `replace`."""
     return Settings(
         data_dir=tmp_path / "data",
+        job_store_url=job_store_url,
         listen="127.0.0.1:0",
         blob_http_listen="127.0.0.1:0",
         worker_concurrency=4,

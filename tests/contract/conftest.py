@@ -17,6 +17,9 @@ import pytest
 from core.adapters.local_blobs import LocalBlobStore
 from core.adapters.memory_broker import MemoryBroker
 from core.adapters.memory_events import MemoryEventBus
+from core.adapters.mongo_jobs import MongoJobStore
+from core.adapters.postgres_accounts import PostgresAccountStore
+from core.adapters.postgres_jobs import PostgresJobStore
 from core.adapters.sqlite_accounts import SqliteAccountStore
 from core.adapters.sqlite_jobs import SqliteJobStore
 from core.ports import AccountStore, BlobStore, Broker, EventBus, JobStore
@@ -55,11 +58,40 @@ async def _local_blobs(root: Path) -> LocalBlobStore:
     return store
 
 
+def _sqlite_jobs(request: pytest.FixtureRequest) -> Callable[[], Awaitable[JobStore]]:
+    path = Path(request.getfixturevalue("tmp_path")) / "jobs.db"
+    return lambda: SqliteJobStore.open(path)
+
+
+def _mongo_jobs(request: pytest.FixtureRequest) -> Callable[[], Awaitable[JobStore]]:
+    url = request.getfixturevalue("mongo_database_url")
+    return lambda: MongoJobStore.open(url)
+
+
+def _postgres_jobs(request: pytest.FixtureRequest) -> Callable[[], Awaitable[JobStore]]:
+    url = request.getfixturevalue("postgres_url")
+    return lambda: PostgresJobStore.open(url)
+
+
+def _sqlite_accounts(request: pytest.FixtureRequest) -> Callable[[], Awaitable[AccountStore]]:
+    path = Path(request.getfixturevalue("tmp_path")) / "accounts.db"
+    return lambda: SqliteAccountStore.open(path)
+
+
+def _postgres_accounts(request: pytest.FixtureRequest) -> Callable[[], Awaitable[AccountStore]]:
+    url = request.getfixturevalue("postgres_url")
+    return lambda: PostgresAccountStore.open(url)
+
+
+# Store factories take the test's request, so each can ask for the fixtures it needs.
 JOB_STORES = [
-    pytest.param(lambda tmp: lambda: SqliteJobStore.open(tmp / "jobs.db"), id="sqlite"),
+    pytest.param(_sqlite_jobs, id="sqlite"),
+    pytest.param(_mongo_jobs, id="mongodb"),
+    pytest.param(_postgres_jobs, id="postgresql"),
 ]
 ACCOUNT_STORES = [
-    pytest.param(lambda tmp: lambda: SqliteAccountStore.open(tmp / "accounts.db"), id="sqlite"),
+    pytest.param(_sqlite_accounts, id="sqlite"),
+    pytest.param(_postgres_accounts, id="postgresql"),
 ]
 BLOB_STORES = [
     pytest.param(lambda tmp: lambda: _local_blobs(tmp / "blobs"), id="local"),
@@ -69,10 +101,8 @@ EVENT_BUSES = [pytest.param(lambda: MemoryEventBus(queue_limit=EVENT_QUEUE_LIMIT
 
 
 @pytest.fixture(params=JOB_STORES)
-async def job_stores(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Reopenable[JobStore]]:
-    stores: Reopenable[Any] = Reopenable(request.param(tmp_path))
+async def job_stores(request: pytest.FixtureRequest) -> AsyncIterator[Reopenable[JobStore]]:
+    stores: Reopenable[Any] = Reopenable(request.param(request))
     yield stores
     await stores.close_all()
 
@@ -83,10 +113,8 @@ async def job_store(job_stores: Reopenable[JobStore]) -> JobStore:
 
 
 @pytest.fixture(params=ACCOUNT_STORES)
-async def account_stores(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Reopenable[AccountStore]]:
-    stores: Reopenable[Any] = Reopenable(request.param(tmp_path))
+async def account_stores(request: pytest.FixtureRequest) -> AsyncIterator[Reopenable[AccountStore]]:
+    stores: Reopenable[Any] = Reopenable(request.param(request))
     yield stores
     await stores.close_all()
 

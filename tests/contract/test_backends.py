@@ -87,11 +87,11 @@ async def test_store_paths_get_their_parent_folders(tmp_path: Path, settings: Se
     [
         (
             {"job_store_url": "foo://x"},
-            "JOBGATE_JOB_STORE_URL='foo://x': unsupported scheme 'foo' (expected sqlite:///path)",
+            "JOBGATE_JOB_STORE_URL='foo://x': unsupported scheme 'foo' (expected sqlite:///path",
         ),
-        ({"account_store_url": "postgres://db"}, "JOBGATE_ACCOUNT_STORE_URL='postgres://db'"),
-        ({"broker_url": "amqp://rabbit"}, "unsupported scheme 'amqp' (expected memory://)"),
-        ({"blob_store_url": "s3://bucket"}, "JOBGATE_BLOB_STORE_URL='s3://bucket'"),
+        ({"account_store_url": "mysql://db"}, "JOBGATE_ACCOUNT_STORE_URL='mysql://db'"),
+        ({"broker_url": "kafka://broker"}, "unsupported scheme 'kafka' (expected memory://"),
+        ({"blob_store_url": "ftp://bucket"}, "JOBGATE_BLOB_STORE_URL='ftp://bucket'"),
         ({"job_store_url": "sqlite://relative/jobs.db"}, "expected an absolute path"),
         ({"job_store_url": "sqlite:///"}, "expected an absolute path"),
         ({"blob_store_url": "file:blobs"}, "expected an absolute path"),

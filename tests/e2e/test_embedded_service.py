@@ -128,9 +128,10 @@ async def test_a_watch_resumed_after_a_dropped_connection_misses_and_repeats_not
         async for message in stream:
             if message.WhichOneof("update") == "job":
                 seen.append(message.job.event_sequence)
-            elif message.WhichOneof("update") == "event" and message.event.HasField("progress"):
+            elif message.WhichOneof("update") == "event":
                 seen.append(message.event.sequence)
-                break
+                if message.event.HasField("progress"):
+                    break
     # The channel is closed mid-stream: the connection is gone. Resume on a new one.
     async with grpc.aio.insecure_channel(endpoint.address) as channel:
         stub = job_service_pb2_grpc.JobServiceStub(channel)
