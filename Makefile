@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
-.PHONY: setup dev test proto lint bench
+.PHONY: setup dev test proto lint bench bench-production
 
 setup: $(STAMP) $(BUF) .protodeps/google
 
@@ -43,3 +43,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m bench.embedded
+
+# Needs RabbitMQ and PostgreSQL on 127.0.0.1, as on the machines the tests run on.
+bench-production: setup
+	$(BIN)/python -m bench.production

@@ -20,6 +20,11 @@ from core.adapters.mongo_jobs import MongoJobStore
 from core.adapters.postgres import CannotOpen
 from core.adapters.postgres_accounts import PostgresAccountStore
 from core.adapters.postgres_jobs import PostgresJobStore
+from core.adapters.rabbitmq import QueueType, RabbitError, Topology
+from core.adapters.rabbitmq_broker import RabbitBroker
+from core.adapters.rabbitmq_events import RabbitEventBus
+from core.adapters.s3_blobs import CannotOpen as S3CannotOpen
+from core.adapters.s3_blobs import S3BlobStore, S3Config
 from core.adapters.sqlite_accounts import SqliteAccountStore
 from core.adapters.sqlite_jobs import SqliteJobStore
 from core.catalog import Catalog
@@ -60,6 +65,7 @@ class _Target:
     url: SplitResult
     settings: Settings
     serve_blobs: bool
+    catalog: Catalog
 
     @property
     def env_var(self) -> str:
@@ -119,6 +125,36 @@ async def _open_memory_broker(target: _Target) -> Broker:
     return MemoryBroker()
 
 
+def rabbitmq_topology(settings: Settings) -> Topology:
+    """The RabbitMQ exchange and queue layout that `settings` ask for."""
+    try:
+        return Topology(
+            prefix=settings.rabbitmq_prefix,
+            queue_type=QueueType(settings.rabbitmq_queue_type),
+            max_attempts=settings.max_attempts,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"RabbitMQ topology (JOBGATE_RABBITMQ_*): {exc}") from None
+
+
+async def _open_rabbitmq_broker(target: _Target) -> Broker:
+    # Every catalog model gets its queue now, so no publish of a known model is unroutable.
+    models = [spec.id for spec in target.catalog]
+    try:
+        return await RabbitBroker.open(
+            target.value, topology=rabbitmq_topology(target.settings), models=models
+        )
+    except RabbitError as exc:
+        raise ConfigError(f"{target.env_var}: {exc}") from None
+
+
+async def _open_rabbitmq_events(target: _Target) -> EventBus:
+    try:
+        return await RabbitEventBus.open(target.value, topology=rabbitmq_topology(target.settings))
+    except RabbitError as exc:
+        raise ConfigError(f"{target.env_var}: {exc}") from None
+
+
 async def _open_memory_events(target: _Target) -> EventBus:
     return MemoryEventBus()
 
@@ -143,6 +179,37 @@ async def _open_local_blobs(target: _Target) -> BlobStore:
     return store
 
 
+async def _open_s3_blobs(target: _Target) -> BlobStore:
+    url, settings = target.url, target.settings
+    if url.query or url.fragment or "@" in url.netloc or not url.hostname:
+        raise target.error("expected s3://BUCKET or s3://BUCKET/PREFIX")
+    endpoint, public = settings.s3_endpoint_url, settings.s3_public_endpoint_url
+    for name, value in (("S3_ENDPOINT_URL", endpoint), ("S3_PUBLIC_ENDPOINT_URL", public)):
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            raise ConfigError(
+                f"{ENV_PREFIX}{name}={value!r}: expected http://host:port or https://..."
+            )
+    if bool(settings.s3_access_key_id) != bool(settings.s3_secret_access_key):
+        raise ConfigError(
+            f"{ENV_PREFIX}S3_ACCESS_KEY_ID and {ENV_PREFIX}S3_SECRET_ACCESS_KEY go together: "
+            "set both, or neither to use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    try:
+        config = S3Config(
+            bucket=url.netloc,
+            prefix=unquote(url.path).strip("/"),
+            endpoint_url=endpoint or None,
+            region=settings.s3_region or None,
+            access_key_id=settings.s3_access_key_id or None,
+            secret_access_key=settings.s3_secret_access_key or None,
+            create_bucket=settings.s3_create_bucket,
+            public_endpoint_url=public or None,
+        )
+        return await S3BlobStore.open(config)
+    except (ValueError, S3CannotOpen) as exc:
+        raise target.error(str(exc)) from None
+
+
 # Each port's adapters by URL scheme; production backends add their schemes here.
 JOB_STORES: dict[str, _Adapter[JobStore]] = {
     "sqlite": _Adapter("sqlite:///path", _open_sqlite_jobs),
@@ -158,13 +225,18 @@ ACCOUNT_STORES: dict[str, _Adapter[AccountStore]] = {
 }
 BROKERS: dict[str, _Adapter[Broker]] = {
     "memory": _Adapter("memory://", _open_memory_broker),
+    "amqp": _Adapter("amqp://user:password@host/vhost", _open_rabbitmq_broker),
+    "amqps": _Adapter("amqp://user:password@host/vhost", _open_rabbitmq_broker),
 }
 # The event bus rides on the broker's transport, so the broker URL's scheme picks it too.
 EVENT_BUSES: dict[str, _Adapter[EventBus]] = {
     "memory": _Adapter("memory://", _open_memory_events),
+    "amqp": _Adapter("amqp://user:password@host/vhost", _open_rabbitmq_events),
+    "amqps": _Adapter("amqp://user:password@host/vhost", _open_rabbitmq_events),
 }
 BLOB_STORES: dict[str, _Adapter[BlobStore]] = {
     "file": _Adapter("file:///path", _open_local_blobs),
+    "s3": _Adapter("s3://bucket/prefix", _open_s3_blobs),
 }
 BLOB_SECRET_FILE = "blob-secret"
 
@@ -179,7 +251,7 @@ async def open_backends(settings: Settings, catalog: Catalog, *, serve_blobs: bo
     async with AsyncExitStack() as stack:
 
         async def open_port(setting: str, value: str, adapters: dict[str, _Adapter[T]]) -> T:
-            target = _Target(setting, value, _split(setting, value), settings, serve_blobs)
+            target = _Target(setting, value, _split(setting, value), settings, serve_blobs, catalog)
             port = await _choose(target, adapters).open(target)
             stack.push_async_callback(port.close)
             return port

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -194,10 +194,19 @@ class Job:
     end_time: datetime | None = None
     event_sequence: int = 0
     request_id: str | None = None
+    # While RUNNING: until when the attempt holds the job; another claim waits that long.
+    lease_expire_time: datetime | None = None
 
     @property
     def name(self) -> str:
         return job_name(self.id)
+
+
+def lease_end(now: datetime, lease: timedelta) -> datetime:
+    """When a lease of `lease` taken at `now` runs out; a negative lease is a caller's bug."""
+    if lease < timedelta(0):
+        raise ValueError(f"a lease cannot be negative, got {lease}")
+    return now + lease
 
 
 JOB_NAME_PREFIX = "jobs/"

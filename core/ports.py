@@ -8,11 +8,11 @@ numbered per job and replayable; blobs travel by reference.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from core.jobs import BlobRef, Job, JobError, JobEvent, JobState, LogLine, NewJob, Output, Progress
 
@@ -28,9 +28,24 @@ class JobQuery:
     before: tuple[datetime, str] | None = None  # keyset cursor: (create_time, id) of the last seen
 
 
+class Claimed(NamedTuple):
+    """A claim that started the next attempt: the job as it now runs, and its RUNNING event."""
+
+    job: Job
+    event: JobEvent
+
+
+@dataclass(frozen=True)
+class Held:
+    """A claim refused because a running attempt holds the job's lease until `until`."""
+
+    job: Job
+    until: datetime
+
+
 class JobStore(Protocol):
     async def create(self, job: NewJob) -> tuple[Job, bool]:
-        """Records a QUEUED job and its first event; returns (job, created).
+        """Records a QUEUED job, not yet published, and its first event; returns (job, created).
 
         With a request_id already used by the same owner, returns (the existing job, False) and
         records nothing. Safe under concurrent duplicates: exactly one call creates.
@@ -43,9 +58,18 @@ class JobStore(Protocol):
     async def jobs_ahead(self, job: Job) -> int:
         """How many QUEUED jobs of the same model were created before `job`."""
 
-    async def claim(self, job_id: str) -> tuple[Job, JobEvent] | None:
-        """Starts the next attempt: QUEUED or RUNNING -> RUNNING with attempt + 1, progress and
-        outputs cleared. None when the job is missing or already terminal."""
+    async def claim(self, job_id: str, lease: timedelta = timedelta(0)) -> Claimed | Held | None:
+        """Starts the next attempt of a QUEUED job, or of a RUNNING one whose lease has run out:
+        RUNNING with attempt + 1, progress and outputs cleared, leased until now + `lease`.
+
+        Held (nothing written) while the running attempt's lease is live; None when the job is
+        missing or terminal. A lease of 0 runs out at once: every claim starts the next attempt.
+        One conditional write; telling Held from None reads the job only when that write fails.
+        """
+
+    async def heartbeat(self, job_id: str, attempt: int, lease: timedelta) -> bool:
+        """Extends the lease to now + `lease` if the job is RUNNING at exactly `attempt`; False
+        when it is not (the attempt lost the job). One write, no event."""
 
     async def record(
         self, job_id: str, attempt: int, payload: Progress | LogLine | Output
@@ -56,17 +80,26 @@ class JobStore(Protocol):
     async def finish(
         self, job_id: str, attempt: int, state: JobState, error: JobError | None = None
     ) -> JobEvent | None:
-        """Moves a RUNNING job at exactly `attempt` to a terminal `state`; None if it was not."""
+        """Moves a RUNNING job at exactly `attempt` to a terminal `state`, its lease cleared;
+        None if it was not."""
 
     async def cancel(self, job_id: str, error: JobError) -> tuple[Job, JobEvent | None] | None:
-        """Moves a QUEUED or RUNNING job to CANCELLED. None if the job is missing; with a
-        terminal job, returns it unchanged and no event."""
+        """Moves a QUEUED or RUNNING job to CANCELLED, its lease cleared. None if the job is
+        missing; with a terminal job, returns it unchanged and no event."""
 
     async def events(self, job_id: str, after: int, limit: int = 1000) -> list[JobEvent]:
         """The job's events with sequence > after, in order."""
 
     async def unfinished(self, limit: int = 1000) -> list[Job]:
         """QUEUED and RUNNING jobs, oldest first: what a restart must make sure is queued."""
+
+    async def mark_published(self, job_ids: Sequence[str]) -> None:
+        """Notes that the broker holds a message for each job (the outbox): one write for all.
+        Unknown ids are ignored."""
+
+    async def unpublished(self, older_than: datetime, limit: int) -> list[Job]:
+        """QUEUED jobs created before `older_than` that were never marked published, oldest
+        first: what the outbox sweep must publish. A job claimed or cancelled needs no message."""
 
     async def close(self) -> None: ...
 
@@ -107,8 +140,11 @@ class Delivery(Protocol):
 
 
 class Broker(Protocol):
-    async def publish(self, message: JobMessage) -> None:
-        """Returns once the broker holds the message durably; raises if it could not."""
+    async def publish(self, message: JobMessage, *, delay: float = 0.0) -> None:
+        """Returns once the broker holds the message durably; raises if it could not.
+
+        With `delay` (seconds), consumers get the message no sooner than that: how a job is
+        retried with backoff. Brokers may round the delay up."""
 
     def consume(
         self, models: Collection[str] | None, prefetch: int
@@ -132,6 +168,17 @@ class EventBus(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class UploadTarget:
+    """One HTTP request that stores a blob without credentials: send the bytes to `url` with
+    `method` and exactly `headers`, before `expires`."""
+
+    url: str
+    method: str
+    headers: Mapping[str, str]
+    expires: datetime
+
+
 class BlobStore(Protocol):
     async def put(self, key: str, data: bytes, content_type: str) -> BlobRef: ...
 
@@ -142,5 +189,12 @@ class BlobStore(Protocol):
 
     async def download_url(self, key: str, ttl: timedelta) -> str:
         """A URL that GETs the blob without credentials until `ttl` passes."""
+
+    async def upload_url(
+        self, key: str, content_type: str, size_bytes: int, ttl: timedelta
+    ) -> UploadTarget:
+        """A request that stores exactly `size_bytes` bytes of `content_type` at `key` until
+        `ttl` passes, refused with any other length or type. It never replaces a blob already
+        at `key`. ValueError for an unsafe key or a negative size."""
 
     async def close(self) -> None: ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import ConfigError
@@ -33,7 +33,31 @@ class Settings:
     keepalive_seconds: float = 15.0
     max_request_bytes: int = 1024 * 1024
     download_url_ttl_seconds: int = 900
+    upload_max_bytes: int = 64 * 1024 * 1024
+    upload_url_ttl_seconds: int = 900
+    # Used by an s3:// blob store; credentials left empty come from AWS_* and boto3's chain.
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = field(default="", repr=False)
+    s3_create_bucket: bool = True
+    # The endpoint callers reach, when it is not the one the processes use (e.g. MinIO inside
+    # docker compose): download and upload URLs are signed for it.
+    s3_public_endpoint_url: str = ""
     shutdown_grace_seconds: float = 10.0
+    # A running attempt holds its job for this long, renewed by heartbeats: a second message for
+    # the job waits instead of starting it twice; a dead worker's job restarts after it.
+    job_lease_seconds: float = 30.0
+    # A worker holding a delivery this long hands it off (a delayed copy, the original acked),
+    # staying under the broker's consumer_timeout (RabbitMQ's default is 1,800 s).
+    broker_handoff_seconds: float = 600.0
+    # Attempts per job when its provider fails unexpectedly; also the quorum delivery limit.
+    max_attempts: int = 5
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+    # Used by an amqp:// broker.
+    rabbitmq_queue_type: str = "quorum"
+    rabbitmq_prefix: str = "jobgate"
 
     def __post_init__(self) -> None:
         # Store URLs left empty default to files under data_dir.
@@ -61,6 +85,12 @@ class Settings:
             "broker_url",
             "blob_store_url",
             "blob_http_listen",
+            "s3_endpoint_url",
+            "s3_region",
+            "s3_access_key_id",
+            "s3_secret_access_key",
+            "s3_public_endpoint_url",
+            "rabbitmq_prefix",
         ):
             if (value := env.get(_var(name))) is not None:
                 values[name] = value
@@ -69,17 +99,41 @@ class Settings:
             ("keepalive_seconds", float),
             ("max_request_bytes", int),
             ("download_url_ttl_seconds", int),
+            ("upload_max_bytes", int),
+            ("upload_url_ttl_seconds", int),
             ("shutdown_grace_seconds", float),
+            ("job_lease_seconds", float),
+            ("broker_handoff_seconds", float),
+            ("max_attempts", int),
+            ("retry_base_seconds", float),
+            ("retry_max_seconds", float),
         ):
             if (value := env.get(_var(name))) is not None:
                 values[name] = _number(name, value, kind)
         if models := env.get(_var("worker_models")):
             values["worker_models"] = tuple(m.strip() for m in models.split(",") if m.strip())
+        if (value := env.get(_var("rabbitmq_queue_type"))) is not None:
+            if value not in ("quorum", "classic"):
+                raise ConfigError(
+                    f"{_var('rabbitmq_queue_type')}={value!r}: expected quorum or classic"
+                )
+            values["rabbitmq_queue_type"] = value
+        if (value := env.get(_var("s3_create_bucket"))) is not None:
+            values["s3_create_bucket"] = _flag("s3_create_bucket", value)
         return cls(**values)  # type: ignore[arg-type]
 
 
 def _var(name: str) -> str:
     return ENV_PREFIX + name.upper()
+
+
+def _flag(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{_var(name)}={value!r} is not true or false")
 
 
 def _number(name: str, value: str, kind: type[int] | type[float]) -> int | float:

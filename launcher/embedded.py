@@ -47,12 +47,7 @@ class EmbeddedService:
         self._backends = await open_backends(self.settings, registry.catalog, serve_blobs=True)
         api_key = await dev_api_key(self._backends, self.settings.data_dir)
         await requeue_unfinished(self._backends)
-        self._worker = Worker(
-            self._backends,
-            registry,
-            concurrency=self.settings.worker_concurrency,
-            models=self.settings.worker_models or None,
-        )
+        self._worker = Worker.from_settings(self._backends, registry, self.settings)
         self._worker_task = asyncio.create_task(self._worker.run(), name="jobgate-worker")
         self._server = JobgateServer(self.settings, self._backends)
         port = await self._server.start()

@@ -16,6 +16,8 @@ from core.settings import Settings
 from server.auth import ApiKeyInterceptor
 from server.convert import JobRenderer
 from server.job_service import JobService
+from server.outbox import Outbox
+from server.uploads import UploadPolicy, Uploads
 from server.watch import JobWatcher
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,11 @@ class JobgateServer:
         self.watcher = JobWatcher(
             backends.jobs, backends.events, renderer, settings.keepalive_seconds, self._draining
         )
-        self._service = JobService(backends, renderer, self.watcher, self._draining)
+        uploads = Uploads(backends.blobs, UploadPolicy.from_settings(settings))
+        self.outbox = Outbox(backends.jobs, backends.broker)
+        self._service = JobService(
+            backends, renderer, self.watcher, self._draining, uploads, self.outbox
+        )
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> int:
@@ -77,6 +83,7 @@ class JobgateServer:
             raise OSError(f"cannot listen on {self._settings.listen}: {error}") from None
         await server.start()
         self._server = server
+        self.outbox.start()
         for service in HEALTH_SERVICES:
             await self._health.set(service, SERVING)
         return port
@@ -92,6 +99,7 @@ class JobgateServer:
         self._draining.set()
         await self._server.stop(grace)
         await self._service.wait_for_submissions(grace=max(grace, 1.0))
+        await self.outbox.stop()
         log.info("jobgate server stopped")
 
     async def wait_for_termination(self) -> None:

@@ -22,7 +22,9 @@ from core.ports import JobMessage, JobQuery
 from server import listing
 from server.auth import current_principal
 from server.convert import JobRenderer, job_input_from_proto, model_to_proto
+from server.outbox import Outbox
 from server.status import Unavailable, stream_errors, unary_errors
+from server.uploads import Uploads, tenant_prefix
 from server.watch import JobWatcher
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_REQUEST_ID_LENGTH = 128
 CANCELLED_BY_OWNER = JobError(Reason.CANCELLED, "cancelled by its owner")
+# 0.25 + 0.5 + 1 + 2 s of retries: longer than a broker reconnect, short for a caller to wait.
+PUBLISH_ATTEMPTS = 5
+PUBLISH_BACKOFF_SECONDS = 0.25
 
 
 def new_job_id() -> str:
@@ -44,11 +49,15 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         renderer: JobRenderer,
         watcher: JobWatcher,
         draining: asyncio.Event,
+        uploads: Uploads,
+        outbox: Outbox,
     ) -> None:
         self._backends = backends
+        self._outbox = outbox
         self._render = renderer
         self._watcher = watcher
         self._draining = draining
+        self._uploads = uploads
         self._submissions: set[asyncio.Task[Job]] = set()
 
     @unary_errors
@@ -139,6 +148,12 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             next_page_token=listing.encode_offset_token(end) if end < len(models) else "",
         )
 
+    @unary_errors
+    async def CreateUpload(
+        self, request: job_service_pb2.CreateUploadRequest, context: Context
+    ) -> job_service_pb2.CreateUploadResponse:
+        return await self._uploads.create(current_principal().owner, request)
+
     async def wait_for_submissions(self, grace: float) -> None:
         """Lets recorded jobs finish being queued before the backends close."""
         if not self._submissions:
@@ -174,7 +189,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     async def _input_file(self, owner: str, index: int, key: str) -> BlobRef:
         """The stored blob an input file names; it must be one of the caller's."""
         field = f"job.input.files[{index}]"
-        if not key.startswith(f"tenants/{owner}/"):
+        if not key.startswith(tenant_prefix(owner)):
             raise _blob_not_found(field, f"{field}: {key!r} is not one of your blobs")
         try:
             ref = await self._backends.blobs.stat(key)
@@ -190,12 +205,13 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         if not created:
             return job
         try:
-            await self._backends.broker.publish(JobMessage(job_id=job.id, model=job.model))
+            await self._publish(JobMessage(job_id=job.id, model=job.model))
+            self._outbox.published(job.id)
         except Exception:
             log.exception("job %s is recorded but could not be queued", job.id)
             raise Unavailable(
-                f"job {job.name} was recorded but could not be queued; it is queued again when "
-                "the service restarts",
+                f"job {job.name} was recorded but could not be queued; it is queued as soon as "
+                "the broker takes it again: retry with the same request_id to get it",
                 reason=Reason.QUEUE_UNAVAILABLE,
             ) from None
         # The first event as the store recorded it (sequence 1, at create_time).
@@ -203,6 +219,18 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             JobEvent(job.id, job.event_sequence, job.create_time, 0, StateChanged(JobState.QUEUED))
         )
         return job
+
+    async def _publish(self, message: JobMessage) -> None:
+        """Publishes, riding over a broker connection that is coming back (a reconnect takes
+        about a second) before the caller is told to retry."""
+        for attempt in range(PUBLISH_ATTEMPTS):
+            try:
+                await self._backends.broker.publish(message)
+                return
+            except Exception:
+                if attempt == PUBLISH_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(PUBLISH_BACKOFF_SECONDS * 2**attempt)
 
     async def _announce(self, event: JobEvent) -> None:
         """Tells watchers and workers; best effort, since they fill gaps from the store."""

@@ -25,7 +25,13 @@ from server.status import Unavailable
 log = logging.getLogger(__name__)
 
 Response = job_service_pb2.WatchJobResponse
+# Queue position is a hint, and counting queued jobs costs the store a query: each stream checks
+# after 1 s, then less often while nothing changes, and a server runs only a few counts at once
+# (a stream whose turn finds them busy tries next time), so thousands of queued watchers cannot
+# flood the job store.
 QUEUE_CHECK_SECONDS = 1.0
+QUEUE_CHECK_MAX_SECONDS = 10.0
+QUEUE_CHECKS_IN_FLIGHT = 4
 REPLAY_PAGE = 500
 
 
@@ -46,6 +52,7 @@ class JobWatcher:
         self.renderer = renderer
         self.keepalive_seconds = keepalive_seconds
         self.draining = draining
+        self.queue_checks = asyncio.Semaphore(QUEUE_CHECKS_IN_FLIGHT)
         self._open_streams = 0
 
     @property
@@ -87,6 +94,8 @@ class _Stream:
         self._render = watcher.renderer
         self._keepalive = watcher.keepalive_seconds
         self._draining = watcher.draining
+        self._queue_checks = watcher.queue_checks
+        self._queue_interval = QUEUE_CHECK_SECONDS
         self._job = job
         self._live = live
         self._loop = asyncio.get_running_loop()
@@ -172,8 +181,6 @@ class _Stream:
     async def _on_timer(self) -> AsyncIterator[Response]:
         now = self._loop.time()
         if self._state is JobState.QUEUED and now >= self._next_queue_check:
-            async for response in self._catch_up():
-                yield response
             async for response in self._queue_position():
                 yield response
         if self._loop.time() >= self._idle_since + self._keepalive and not self._state.terminal:
@@ -191,13 +198,20 @@ class _Stream:
 
     async def _queue_position(self) -> AsyncIterator[Response]:
         """The job's place in its queue, when it changed; only while it is still QUEUED."""
-        self._next_queue_check = self._loop.time() + QUEUE_CHECK_SECONDS
         if self._state is not JobState.QUEUED:
             return
-        ahead = await self._jobs.jobs_ahead(self._job)
-        if ahead != self._jobs_ahead:
+        if self._queue_checks.locked() and self._jobs_ahead is not None:
+            self._next_queue_check = self._loop.time() + self._queue_interval
+            return
+        async with self._queue_checks:
+            ahead = await self._jobs.jobs_ahead(self._job)
+        if ahead == self._jobs_ahead:
+            self._queue_interval = min(2 * self._queue_interval, QUEUE_CHECK_MAX_SECONDS)
+        else:
+            self._queue_interval = QUEUE_CHECK_SECONDS
             self._jobs_ahead = ahead
             yield Response(queue_position=job_service_pb2.QueuePosition(jobs_ahead=ahead))
+        self._next_queue_check = self._loop.time() + self._queue_interval
 
     async def _catch_up(self) -> AsyncIterator[Response]:
         """Every stored event after the last one sent."""

@@ -14,7 +14,12 @@ from core.settings import Settings
 from launcher.embedded import EmbeddedService, Endpoint
 
 # Fixtures for real services (started on demand, once per session).
-pytest_plugins = ["tests.fixtures.mongo", "tests.fixtures.postgres"]
+pytest_plugins = [
+    "tests.fixtures.mongo",
+    "tests.fixtures.postgres",
+    "tests.fixtures.rabbitmq",
+    "tests.fixtures.s3",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 

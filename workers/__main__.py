@@ -22,12 +22,7 @@ async def serve(settings: Settings) -> None:
     backends = await open_backends(settings, registry.catalog, serve_blobs=False)
     try:
         try:
-            worker = Worker(
-                backends,
-                registry,
-                concurrency=settings.worker_concurrency,
-                models=settings.worker_models or None,
-            )
+            worker = Worker.from_settings(backends, registry, settings)
         except ValueError as error:
             raise ConfigError(f"JOBGATE_WORKER_MODELS: {error}") from None
         running = asyncio.create_task(worker.run(), name="worker")

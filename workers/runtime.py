@@ -1,8 +1,11 @@
 """The worker: takes deliveries from the broker, runs each job's provider as one attempt, records
 the outcome and only then acknowledges the delivery.
 
-An attempt ends in one of three ways:
+An attempt ends in one of four ways:
 - with an outcome (SUCCEEDED, or FAILED with a reason), recorded and then acked;
+- retried: the provider raised something unexpected (not JobFailed) and attempts remain; a log
+  line says so, the job is published again after a backoff, and the delivery is acked. The job
+  stays RUNNING until the next attempt claims it;
 - lost: the job was cancelled or a newer attempt took it over; nothing more is recorded, acked;
 - unrecorded: a backend failed or the worker is stopping; the delivery goes back to the queue
   and the job runs again as its next attempt. The attempt fence keeps this one from writing.
@@ -12,25 +15,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from core.backends import Backends
 from core.errors import Reason
-from core.jobs import Job, JobError, JobEvent, JobState, StateChanged
-from core.ports import Delivery, JobMessage
+from core.jobs import Job, JobError, JobEvent, JobState, LogLevel, LogLine, StateChanged
+from core.ports import Delivery, Held, JobMessage
 from core.providers.base import JobFailed, Provider
 from core.providers.registry import ProviderRegistry
+from core.settings import Settings
 from workers.context import AttemptContext, AttemptLost, BackendUnavailable, publish
+from workers.retry import NO_RETRIES, RetryPolicy
 
 log = logging.getLogger(__name__)
 
 # Before a delivery whose outcome could not be recorded goes back to the queue: a store that is
 # down should not be hammered by the same job in a tight loop.
 REQUEUE_BACKOFF_SECONDS = 1.0
-# How often a running attempt checks the job store that it still owns its job: the event bus
-# that tells it about a cancel at once is best effort.
+# Without a lease, how often a running attempt checks the job store that it still owns its
+# job: the event bus that tells it about a cancel at once is best effort. With a lease, the
+# heartbeat that renews it (three per lease) is that check.
 OWNERSHIP_CHECK_SECONDS = 5.0
+NO_LEASE = timedelta(0)
 # How long stop() waits for cancelled jobs to wind down before requeueing them regardless.
 STOP_TIMEOUT_SECONDS = 5.0
 
@@ -41,11 +50,13 @@ class _InFlight:
 
     delivery: Delivery
     settled: bool = False
+    attempt: Job | None = None  # the job as this delivery's claim started it
 
 
 class Worker:
     """Runs jobs from the broker, at most `concurrency` at a time. `models` limits which models
-    it takes (all the broker carries when None); each must be served by `providers`."""
+    it takes (all the broker carries when None); each must be served by `providers`. `retry`
+    says how often and when a job whose provider failed unexpectedly runs again."""
 
     def __init__(
         self,
@@ -54,6 +65,9 @@ class Worker:
         *,
         concurrency: int,
         models: Collection[str] | None = None,
+        retry: RetryPolicy = NO_RETRIES,
+        lease: timedelta = NO_LEASE,
+        handoff_seconds: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
@@ -65,12 +79,30 @@ class Worker:
         self._providers = providers
         self._concurrency = concurrency
         self._models = tuple(models) if models is not None else None
+        self._retry = retry
+        self._lease = lease
+        self._handoff_seconds = handoff_seconds
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: dict[asyncio.Task[None], _InFlight] = {}
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
         self._grace = 0.0
         self._started = False
+
+    @classmethod
+    def from_settings(
+        cls, backends: Backends, providers: ProviderRegistry, settings: Settings
+    ) -> Worker:
+        """The worker the settings describe: concurrency, models, retries, lease, handoff."""
+        return cls(
+            backends,
+            providers,
+            concurrency=settings.worker_concurrency,
+            models=settings.worker_models or None,
+            retry=RetryPolicy.from_settings(settings),
+            lease=timedelta(seconds=settings.job_lease_seconds),
+            handoff_seconds=settings.broker_handoff_seconds,
+        )
 
     async def run(self) -> None:
         """Consumes until stop() (or the broker ends the stream), then drains and returns."""
@@ -135,20 +167,76 @@ class Worker:
             if stuck:
                 log.error("%d job(s) ignored cancellation; requeued anyway", len(stuck))
         for in_flight in abandoned:
+            await self._release(in_flight.attempt)
             await self._settle(in_flight, ack=False)
         if abandoned:
             log.info("stopped %d unfinished job(s); they go back to the queue", len(abandoned))
 
     async def _handle(self, in_flight: _InFlight) -> None:
         job_id = in_flight.delivery.message.job_id
+        handoff = None
+        if self._handoff_seconds is not None:
+            handoff = asyncio.create_task(self._hand_off_later(in_flight, self._handoff_seconds))
         try:
-            await self._run_job(in_flight.delivery.message)
+            await self._run_job(in_flight)
         except (Exception, BackendUnavailable):
             log.exception("job %s: could not record the attempt; it goes back to the queue", job_id)
+            await self._requeue(in_flight)
+        else:
+            await self._settle(in_flight, ack=True)
+        finally:
+            if handoff is not None:
+                handoff.cancel()
+
+    async def _hand_off_later(self, in_flight: _InFlight, after: float) -> None:
+        """Keeps a long job's delivery under the broker's consumer_timeout: after `after`
+        seconds, a copy delayed by one lease replaces it (the original is acked). The copy meets
+        the job still held by this attempt and waits again, or finds it ended, or, if this worker
+        died, starts the next attempt."""
+        await asyncio.sleep(after)
+        message = in_flight.delivery.message
+        try:
+            await self._backends.broker.publish(message, delay=self._lease.total_seconds())
+        except Exception:
+            log.warning("job %s: could not hand its delivery off", message.job_id, exc_info=True)
+            return
+        await self._settle(in_flight, ack=True)
+        log.info("job %s: running past %.0f s; its delivery was handed off", message.job_id, after)
+
+    async def _requeue(self, in_flight: _InFlight) -> None:
+        """Puts the job back after a pause: as a delayed copy, so that a store outage does not
+        use up the broker's delivery limit; as the delivery itself when even that fails."""
+        try:
+            await self._backends.broker.publish(
+                in_flight.delivery.message, delay=REQUEUE_BACKOFF_SECONDS
+            )
+        except Exception:
             await asyncio.sleep(REQUEUE_BACKOFF_SECONDS)
             await self._settle(in_flight, ack=False)
         else:
             await self._settle(in_flight, ack=True)
+
+    async def _defer(self, message: JobMessage, held: Held) -> None:
+        """A live attempt holds the job: this copy of its message comes back once the lease
+        would run out, to take over if that attempt's worker died by then."""
+        wait = max(0.0, (held.until - datetime.now(UTC)).total_seconds())
+        jitter = random.uniform(0.0, max(0.05, 0.1 * self._lease.total_seconds()))
+        await self._backends.broker.publish(message, delay=wait + jitter)
+        log.debug(
+            "job %s is held by attempt %d; looking again in %.1f s",
+            message.job_id,
+            held.job.attempt,
+            wait + jitter,
+        )
+
+    async def _release(self, job: Job | None) -> None:
+        """Gives up the lease of an attempt this worker stops, so the next one need not wait."""
+        if job is None:
+            return
+        try:
+            await self._backends.jobs.heartbeat(job.id, job.attempt, NO_LEASE)
+        except Exception:
+            log.warning("job %s: could not release its lease", job.id, exc_info=True)
 
     async def _settle(self, in_flight: _InFlight, *, ack: bool) -> None:
         """Acks, or rejects with requeue; at most once per delivery."""
@@ -171,17 +259,22 @@ class Worker:
                 exc_info=True,
             )
 
-    async def _run_job(self, message: JobMessage) -> None:
+    async def _run_job(self, in_flight: _InFlight) -> None:
         """Claims the job, runs its attempt and records the outcome. Raises when a backend fails
         before the outcome is recorded."""
+        message = in_flight.delivery.message
         jobs, events = self._backends.jobs, self._backends.events
         # Subscribed before the claim, so a cancel right after the claim cannot go unseen.
         async with events.subscribe(message.job_id) as job_events:
-            claimed = await jobs.claim(message.job_id)
+            claimed = await jobs.claim(message.job_id, self._lease)
             if claimed is None:
                 log.debug("job %s is missing or finished: skipped", message.job_id)
                 return
+            if isinstance(claimed, Held):
+                await self._defer(message, claimed)
+                return
             job, claim_event = claimed
+            in_flight.attempt = job
             await publish(events, claim_event)
             try:
                 provider = self._providers.provider_for(job.model)
@@ -194,11 +287,34 @@ class Worker:
         if outcome is None:
             log.debug("job %s attempt %d lost the job: nothing recorded", job.id, job.attempt)
             return
+        if outcome.transient:
+            if self._retry.retries_after(job.attempt):
+                await self._retry_later(job, outcome)
+                return
+            outcome = outcome.given_up(job.attempt, self._retry)
         event = await jobs.finish(job.id, job.attempt, outcome.state, outcome.error)
         if event is None:
             log.debug("job %s attempt %d lost the job before finishing", job.id, job.attempt)
             return
         await publish(events, event)
+
+    async def _retry_later(self, job: Job, outcome: Outcome) -> None:
+        """Says on the job that this attempt failed, then queues the job again after the
+        backoff. A failure to queue it raises, so the delivery goes back to the queue instead."""
+        delay = self._retry.delay(job.attempt)
+        line = LogLine(
+            f"attempt {job.attempt} failed: {outcome.cause}; retrying in {delay:.1f} s",
+            LogLevel.WARNING,
+        )
+        event = await self._backends.jobs.record(job.id, job.attempt, line)
+        if event is None:
+            log.debug("job %s attempt %d lost the job before retrying", job.id, job.attempt)
+            return
+        await publish(self._backends.events, event)
+        # The retry must find the job free, not held by this ended attempt's lease.
+        await self._release(job)
+        await self._backends.broker.publish(JobMessage(job_id=job.id, model=job.model), delay=delay)
+        log.info("job %s: %s", job.id, line.message)
 
     async def _attempt(
         self, job: Job, provider: Provider, job_events: AsyncIterator[JobEvent]
@@ -234,9 +350,12 @@ class Worker:
             )
 
     async def _supervise(self, attempt: _RunningAttempt) -> None:
-        """Waits for the provider, checking now and then that the attempt still owns its job."""
+        """Waits for the provider, renewing the attempt's lease now and then; the renewal also
+        tells whether the attempt still owns its job."""
+        lease = self._lease.total_seconds()
+        interval = lease / 3 if lease else OWNERSHIP_CHECK_SECONDS
         while True:
-            done, _ = await asyncio.wait({attempt.task}, timeout=OWNERSHIP_CHECK_SECONDS)
+            done, _ = await asyncio.wait({attempt.task}, timeout=interval)
             if done:
                 return
             if not await self._still_owns(attempt.job):
@@ -244,15 +363,10 @@ class Worker:
 
     async def _still_owns(self, job: Job) -> bool:
         try:
-            current = await self._backends.jobs.get(job.id)
+            return await self._backends.jobs.heartbeat(job.id, job.attempt, self._lease)
         except Exception:
-            log.warning("job %s: could not check its state", job.id, exc_info=True)
+            log.warning("job %s: could not renew its lease", job.id, exc_info=True)
             return True
-        return (
-            current is not None
-            and current.state is JobState.RUNNING
-            and current.attempt == job.attempt
-        )
 
 
 @dataclass(frozen=True)
@@ -261,10 +375,33 @@ class Outcome:
 
     state: JobState
     error: JobError | None = None
+    # Set when the provider raised something unexpected: another attempt may succeed.
+    cause: str | None = None
+
+    @property
+    def transient(self) -> bool:
+        return self.cause is not None
 
     @classmethod
     def failed(cls, reason: Reason, message: str) -> Outcome:
         return cls(JobState.FAILED, JobError(reason, message))
+
+    @classmethod
+    def unexpected(cls, error: BaseException) -> Outcome:
+        cause = type(error).__name__
+        return cls(
+            JobState.FAILED, JobError(Reason.PROVIDER_ERROR, f"the provider failed: {cause}"), cause
+        )
+
+    def given_up(self, attempts: int, retry: RetryPolicy) -> Outcome:
+        """The final outcome once no attempt remains; a policy without retries says nothing
+        about attempts."""
+        if retry.max_attempts == 1 or self.error is None:
+            return self
+        plural = "s" if attempts != 1 else ""
+        return Outcome.failed(
+            self.error.reason, f"gave up after {attempts} attempt{plural}: {self.error.message}"
+        )
 
 
 @dataclass
@@ -307,8 +444,6 @@ class _RunningAttempt:
                 self.job.model,
                 exc_info=error,
             )
-            return Outcome.failed(
-                Reason.PROVIDER_ERROR, f"the provider failed: {type(error).__name__}"
-            )
+            return Outcome.unexpected(error)
         # BackendUnavailable, or an interpreter exit: nothing to record here.
         raise error

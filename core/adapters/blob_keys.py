@@ -1,4 +1,5 @@
-"""Blob keys: which are safe, and the HMAC signatures that grant a download until a time."""
+"""Blob keys and content types: which are safe, and the HMAC signatures that grant a download,
+or one upload of an exact size and type, until a time."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import secrets
 from pathlib import Path
 
 MAX_KEY_LENGTH = 512
+MAX_CONTENT_TYPE_LENGTH = 255
 _KEY_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
+# type/subtype (RFC 9110 tokens), then parameters in printable ASCII: safe as a header value.
+_CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+/[A-Za-z0-9!#$%&'*+.^_`|~-]+(;[ -~]*)?")
 SECRET_BYTES = 32
 
 
@@ -27,6 +31,16 @@ def validate_key(key: str) -> str:
     return key
 
 
+def validate_content_type(content_type: str) -> str:
+    """`content_type` when it is a media type like `image/png`; ValueError otherwise."""
+    if len(content_type) > MAX_CONTENT_TYPE_LENGTH or not _CONTENT_TYPE.fullmatch(content_type):
+        raise ValueError(
+            f"content type {content_type[:80]!r} must be a media type like image/png, at most "
+            f"{MAX_CONTENT_TYPE_LENGTH} characters"
+        )
+    return content_type
+
+
 def sign(secret: bytes, key: str, expires: int) -> str:
     """The HMAC-SHA256 (hex) that lets `key` be downloaded until the unix time `expires`."""
     return hmac.new(secret, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
@@ -35,6 +49,21 @@ def sign(secret: bytes, key: str, expires: int) -> str:
 def signature_valid(secret: bytes, key: str, expires: int, signature: str, now: float) -> bool:
     expected = sign(secret, key, expires)
     # Compare first, in constant time, whatever the expiry: timing says nothing about the key.
+    matches = hmac.compare_digest(expected.encode(), signature.encode())
+    return matches and now <= expires
+
+
+def sign_upload(secret: bytes, key: str, expires: int, size: int, content_type: str) -> str:
+    """The HMAC-SHA256 (hex) that lets one upload of exactly `size` bytes of `content_type` be
+    stored at `key` until `expires`. Keys hold no newline, so it never equals a download's."""
+    message = f"PUT\n{key}\n{expires}\n{size}\n{content_type}"
+    return hmac.new(secret, message.encode(), hashlib.sha256).hexdigest()
+
+
+def upload_signature_valid(
+    secret: bytes, key: str, expires: int, size: int, content_type: str, signature: str, now: float
+) -> bool:
+    expected = sign_upload(secret, key, expires, size, content_type)
     matches = hmac.compare_digest(expected.encode(), signature.encode())
     return matches and now <= expires
 

@@ -161,6 +161,9 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "end_time": time_to_text(job.end_time) if job.end_time else None,
         "event_sequence": job.event_sequence,
         "request_id": job.request_id,
+        "lease_expire_time": (
+            time_to_text(job.lease_expire_time) if job.lease_expire_time else None
+        ),
     }
 
 
@@ -169,6 +172,7 @@ def job_from_dict(data: dict[str, Any]) -> Job:
     error = data.get("error")
     start_time = data.get("start_time")
     end_time = data.get("end_time")
+    lease_expire_time = data.get("lease_expire_time")
     return Job(
         id=data["id"],
         owner=data["owner"],
@@ -184,6 +188,7 @@ def job_from_dict(data: dict[str, Any]) -> Job:
         end_time=time_from_text(end_time) if end_time else None,
         event_sequence=data["event_sequence"],
         request_id=data.get("request_id"),
+        lease_expire_time=time_from_text(lease_expire_time) if lease_expire_time else None,
     )
 
 

@@ -1,8 +1,9 @@
-"""The BlobStore in a local folder, and a small HTTP server for its signed download URLs.
+"""The BlobStore in a local folder, and a small HTTP server for its signed URLs.
 
 Files live under `root/<h[:2]>/<h>` where h is the sha256 of the key: no key can name a path
 outside the folder, and keys like `a` and `a/b` never collide as file and directory. Each blob
 has a sidecar `<h>.json` with its key, content type, size and sha256, so stat() needs no hashing.
+Signed upload URLs let a caller without credentials PUT one blob of an exact size and type.
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
+from typing import BinaryIO
+from urllib.parse import quote, urlencode
 
 from core.adapters.blob_http import BlobHttpServer
-from core.adapters.blob_keys import sign, validate_key
+from core.adapters.blob_keys import sign, sign_upload, validate_content_type, validate_key
 from core.jobs import BlobRef
+from core.ports import UploadTarget
 
-__all__ = ["BlobFile", "BlobHttpServer", "LocalBlobStore"]
+__all__ = ["BlobFile", "BlobHttpServer", "LocalBlobStore", "PendingUpload"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,27 @@ class LocalBlobStore:
         signature = sign(self.secret, key, expires)
         return f"{self.base_url}/blobs/{quote(key)}?expires={expires}&signature={signature}"
 
+    async def upload_url(
+        self, key: str, content_type: str, size_bytes: int, ttl: timedelta
+    ) -> UploadTarget:
+        validate_key(key)
+        validate_content_type(content_type)
+        if size_bytes < 0:
+            raise ValueError(f"an upload's size must not be negative, got {size_bytes}")
+        if not self.base_url:
+            raise RuntimeError("the blob store has no base_url for upload URLs")
+        expires = int(time.time() + ttl.total_seconds())
+        signature = sign_upload(self.secret, key, expires, size_bytes, content_type)
+        query = urlencode(
+            {"expires": expires, "size": size_bytes, "type": content_type, "signature": signature}
+        )
+        return UploadTarget(
+            url=f"{self.base_url}/blobs/{quote(key)}?{query}",
+            method="PUT",
+            headers={"Content-Type": content_type, "Content-Length": str(size_bytes)},
+            expires=datetime.fromtimestamp(expires, UTC),
+        )
+
     async def close(self) -> None:
         if self._server is not None:
             await self._server.close()
@@ -102,6 +126,16 @@ class LocalBlobStore:
             sha256=meta["sha256"],
         )
         return BlobFile(self._data_path(key), ref)
+
+    def begin_upload(self, key: str) -> PendingUpload:
+        """A temporary file to receive `key`'s bytes. FileExistsError when `key` holds a blob
+        already: uploads never replace one. Blocking: call off the loop."""
+        data_path = self._data_path(key)
+        if data_path.exists():
+            raise FileExistsError(key)
+        data_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=data_path.parent, prefix=".upload-")
+        return PendingUpload(key, data_path, self._meta_path(key), Path(temp), os.fdopen(fd, "wb"))
 
     def _write(self, key: str, data: bytes, content_type: str) -> BlobRef:
         ref = BlobRef(
@@ -125,6 +159,48 @@ class LocalBlobStore:
 
     def _meta_path(self, key: str) -> Path:
         return self._data_path(key).with_suffix(".json")
+
+
+class PendingUpload:
+    """An upload being received into a temporary file, hashed as its bytes arrive. Blocking
+    methods: call them off the loop."""
+
+    def __init__(
+        self, key: str, data_path: Path, meta_path: Path, temp: Path, file: BinaryIO
+    ) -> None:
+        self._key = key
+        self._data_path = data_path
+        self._meta_path = meta_path
+        self._temp = temp
+        self._file = file
+        self._hash = hashlib.sha256()
+        self._size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self._hash.update(chunk)
+        self._size += len(chunk)
+
+    def commit(self, content_type: str) -> BlobRef | None:
+        """Stores the blob; None (and nothing stored) if another blob took the key meanwhile."""
+        self._file.close()
+        try:
+            # A hard link creates the name only if it is free, atomically: two uploads racing
+            # for one key cannot both win, and neither replaces a blob put() stored.
+            os.link(self._temp, self._data_path)
+        except FileExistsError:
+            return None
+        finally:
+            self._temp.unlink(missing_ok=True)
+        ref = BlobRef(self._key, content_type, self._size, self._hash.hexdigest())
+        meta = {"key": ref.key, "content_type": content_type, "size": ref.size_bytes}
+        meta["sha256"] = ref.sha256
+        _write_atomically(self._meta_path, json.dumps(meta).encode())
+        return ref
+
+    def discard(self) -> None:
+        self._file.close()
+        self._temp.unlink(missing_ok=True)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from core.adapters.deliveries import Deliveries
 from core.ports import JobMessage
 
 log = logging.getLogger(__name__)
@@ -99,27 +100,6 @@ class _Consumer:
         return None
 
 
-class _Deliveries:
-    """The async iterator a consumer reads; several tasks may await it at once."""
-
-    def __init__(self, consumer: _Consumer) -> None:
-        self._consumer = consumer
-
-    def __aiter__(self) -> _Deliveries:
-        return self
-
-    async def __anext__(self) -> MemoryDelivery:
-        consumer = self._consumer
-        while True:
-            if consumer.closed or consumer.broker.closed:
-                raise StopAsyncIteration
-            delivery = consumer.take()
-            if delivery is not None:
-                return delivery
-            consumer.wake.clear()
-            await consumer.wake.wait()
-
-
 class MemoryBroker:
     """Per-model FIFO queues in memory; see core.ports.Broker for the semantics."""
 
@@ -127,10 +107,19 @@ class MemoryBroker:
         self.queues: dict[str, deque[_Envelope]] = {}
         self.closed = False
         self._consumers: list[_Consumer] = []
+        self._delayed: dict[int, asyncio.TimerHandle] = {}  # messages waiting out a delay
+        self._delay_count = 0
 
-    async def publish(self, message: JobMessage) -> None:
+    async def publish(self, message: JobMessage, *, delay: float = 0.0) -> None:
         if self.closed:
             raise BrokerClosed(f"cannot publish job {message.job_id}: the broker is closed")
+        if delay > 0:
+            self._delay_count += 1
+            key = self._delay_count
+            self._delayed[key] = asyncio.get_running_loop().call_later(
+                delay, self._push_delayed, key, message
+            )
+            return
         self._push(message, redelivered=False, head=False)
 
     @asynccontextmanager
@@ -144,18 +133,25 @@ class MemoryBroker:
         consumer = _Consumer(self, tuple(dict.fromkeys(models)) if models else None, prefetch)
         self._consumers.append(consumer)
         try:
-            yield _Deliveries(consumer)
+            yield Deliveries(consumer)
         finally:
             self._leave(consumer)
 
     async def close(self) -> None:
         self.closed = True
+        for handle in self._delayed.values():
+            handle.cancel()
+        self._delayed.clear()
         for consumer in self._consumers:
             consumer.wake.set()
 
     def queued(self, model: str) -> int:
         """How many messages wait in `model`'s queue (unacked ones not counted)."""
         return len(self.queues.get(model, ()))
+
+    def _push_delayed(self, key: int, message: JobMessage) -> None:
+        del self._delayed[key]
+        self._push(message, redelivered=False, head=False)
 
     def _push(self, message: JobMessage, *, redelivered: bool, head: bool) -> None:
         queue = self.queues.setdefault(message.model, deque())

@@ -23,8 +23,9 @@ carry every JSON key ('$'-prefixed, dotted) and BSON has no integers beyond 64 b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument
@@ -44,9 +45,10 @@ from core.jobs import (
     Output,
     Progress,
     StateChanged,
+    lease_end,
     sources_of,
 )
-from core.ports import JobQuery
+from core.ports import Claimed, Held, JobQuery
 
 DEFAULT_DATABASE = "jobgate"
 CONNECT_TIMEOUT_MS = 5000
@@ -56,8 +58,8 @@ BUCKET_EVENTS = 32
 # store refuses them too, so no caller can bloat a job document with bytes.
 MAX_INLINE_OUTPUT_BYTES = 64 * 1024
 
+_QUEUED = JobState.QUEUED.value
 _RUNNING = JobState.RUNNING.value
-_CLAIM_SOURCES = sorted(s.value for s in sources_of(JobState.RUNNING))
 _CANCEL_SOURCES = sorted(s.value for s in sources_of(JobState.CANCELLED))
 _UNFINISHED = [JobState.QUEUED.value, _RUNNING]
 # The job without its event tail: what every read of a job needs.
@@ -86,6 +88,13 @@ JOB_INDEXES = [
     IndexModel(
         [("state", ASCENDING), ("create_time", ASCENDING), ("_id", ASCENDING)],
         name="jobs_by_state",
+    ),
+    # unpublished: the outbox sweep, oldest first. A job leaves it once published, claimed or
+    # cancelled, so it stays small.
+    IndexModel(
+        [("create_time", ASCENDING), ("_id", ASCENDING)],
+        name="jobs_unpublished",
+        partialFilterExpression={"state": _QUEUED, "published": False},
     ),
 ]
 BUCKET_INDEXES = [
@@ -117,6 +126,7 @@ class MongoJobStore:
             store = cls(client, database)
             await store._jobs.create_indexes(JOB_INDEXES)
             await store._buckets.create_indexes(BUCKET_INDEXES)
+            await store._upgrade()
         except ServerSelectionTimeoutError as exc:
             await client.close()
             timeout = client.options.server_selection_timeout
@@ -127,6 +137,14 @@ class MongoJobStore:
             await client.close()
             raise
         return store
+
+    async def _upgrade(self) -> None:
+        """Gives queued jobs recorded before the outbox their `published` flag, so the sweep
+        publishes them once more (a lease makes the duplicate harmless). Jobs in other states
+        never need it; a job without `lease_expire_time` reads as unleased."""
+        await self._jobs.update_many(
+            {"state": _QUEUED, "published": {"$exists": False}}, {"$set": {"published": False}}
+        )
 
     async def close(self) -> None:
         await self._client.close()
@@ -148,6 +166,8 @@ class MongoJobStore:
             "end_time": None,
             "event_sequence": 1,
             "flushed": 0,
+            "lease_expire_time": None,
+            "published": False,
             "fingerprint": job.fingerprint(),
             "events": [_event_doc(1, micros, 0, StateChanged(JobState.QUEUED))],
         }
@@ -203,26 +223,46 @@ class MongoJobStore:
         }
         return await self._jobs.count_documents(where)
 
-    async def claim(self, job_id: str) -> tuple[Job, JobEvent] | None:
-        micros = _now_micros()
+    async def claim(self, job_id: str, lease: timedelta = timedelta(0)) -> Claimed | Held | None:
+        now = datetime.now(UTC)
+        micros = codec.time_to_micros(now)
         change = {
             "state": _RUNNING,
             "attempt": {"$add": ["$attempt", 1]},
             "progress": None,
             "outputs": [],
             "start_time": micros,
+            "lease_expire_time": codec.time_to_micros(lease_end(now, lease)),
         }
+        # Queued, or running on a lease that has run out (None also matches a missing field).
+        claimable = [
+            {"state": _QUEUED},
+            {"state": _RUNNING, "lease_expire_time": {"$lte": micros}},
+            {"state": _RUNNING, "lease_expire_time": None},
+        ]
         found = await self._change(
-            {"_id": job_id, "state": {"$in": _CLAIM_SOURCES}},
+            {"_id": job_id, "$or": claimable},
             change,
             micros,
             StateChanged(JobState.RUNNING),
             _JOB_FIELDS,
         )
         if found is None:
-            return None
+            held = await self.get(job_id)
+            if held is None or held.state.terminal:
+                return None
+            return Held(held, held.lease_expire_time or now)
         job = _job_from_doc(found)
-        return job, _event(job_id, job.event_sequence, micros, job.attempt, StateChanged(job.state))
+        event = _event(job_id, job.event_sequence, micros, job.attempt, StateChanged(job.state))
+        return Claimed(job, event)
+
+    async def heartbeat(self, job_id: str, attempt: int, lease: timedelta) -> bool:
+        until = codec.time_to_micros(lease_end(datetime.now(UTC), lease))
+        result = await self._jobs.update_one(
+            {"_id": job_id, "state": _RUNNING, "attempt": attempt},
+            {"$set": {"lease_expire_time": until}},
+        )
+        return result.matched_count == 1
 
     async def record(
         self, job_id: str, attempt: int, payload: Progress | LogLine | Output
@@ -258,7 +298,12 @@ class MongoJobStore:
         payload = StateChanged(state, error)
         found = await self._change(
             {"_id": job_id, "state": _RUNNING, "attempt": attempt},
-            {"state": state.value, "error": _literal_error(error), "end_time": micros},
+            {
+                "state": state.value,
+                "error": _literal_error(error),
+                "end_time": micros,
+                "lease_expire_time": None,
+            },
             micros,
             payload,
             _SEQUENCE_FIELDS,
@@ -272,7 +317,12 @@ class MongoJobStore:
         payload = StateChanged(JobState.CANCELLED, error)
         found = await self._change(
             {"_id": job_id, "state": {"$in": _CANCEL_SOURCES}},
-            {"state": JobState.CANCELLED.value, "error": _literal_error(error), "end_time": micros},
+            {
+                "state": JobState.CANCELLED.value,
+                "error": _literal_error(error),
+                "end_time": micros,
+                "lease_expire_time": None,
+            },
             micros,
             payload,
             _JOB_FIELDS,
@@ -361,6 +411,27 @@ class MongoJobStore:
     async def unfinished(self, limit: int = 1000) -> list[Job]:
         cursor = self._jobs.find(
             {"state": {"$in": _UNFINISHED}},
+            _JOB_FIELDS,
+            sort=[("create_time", ASCENDING), ("_id", ASCENDING)],
+            limit=limit,
+            batch_size=limit,
+        )
+        return [_job_from_doc(d) async for d in cursor]
+
+    async def mark_published(self, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            await self._jobs.update_many(
+                {"_id": {"$in": list(job_ids)}, "published": {"$ne": True}},
+                {"$set": {"published": True}},
+            )
+
+    async def unpublished(self, older_than: datetime, limit: int) -> list[Job]:
+        cursor = self._jobs.find(
+            {
+                "state": _QUEUED,
+                "published": False,
+                "create_time": {"$lt": codec.time_to_micros(older_than)},
+            },
             _JOB_FIELDS,
             sort=[("create_time", ASCENDING), ("_id", ASCENDING)],
             limit=limit,
@@ -463,6 +534,7 @@ def _job_from_doc(document: dict[str, Any]) -> Job:
     job_input["options"] = codec.loads(job_input["options"])
     progress, error = document.get("progress"), document.get("error")
     start_time, end_time = document.get("start_time"), document.get("end_time")
+    lease_expire_time = document.get("lease_expire_time")
     return Job(
         id=document["_id"],
         owner=document["owner"],
@@ -478,4 +550,7 @@ def _job_from_doc(document: dict[str, Any]) -> Job:
         end_time=codec.time_from_micros(end_time) if end_time is not None else None,
         event_sequence=document["event_sequence"],
         request_id=document.get("request_id"),
+        lease_expire_time=(
+            codec.time_from_micros(lease_expire_time) if lease_expire_time is not None else None
+        ),
     )

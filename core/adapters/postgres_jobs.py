@@ -10,9 +10,9 @@ stale attempt or a finished job matches nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -30,15 +30,16 @@ from core.jobs import (
     Output,
     Progress,
     StateChanged,
+    lease_end,
     sources_of,
 )
-from core.ports import JobQuery
+from core.ports import Claimed, Held, JobQuery
 
 MIGRATIONS = "jobs"
 
 JOB_COLUMNS = (
     "id, owner, model, input, state, attempt, progress, outputs, error,"
-    " create_time, start_time, end_time, event_sequence, request_id"
+    " create_time, start_time, end_time, event_sequence, request_id, lease_expire_time"
 )
 
 
@@ -73,15 +74,22 @@ _SELECT_BY_REQUEST = (
     f"SELECT {JOB_COLUMNS}, fingerprint FROM jobs WHERE owner = $1 AND request_id = $2"
 )
 
+# Queued, or running on a lease that has run out (or, from before leases, none at all).
 _CLAIM = (
     f"""WITH job AS (
     UPDATE jobs SET state = {_RUNNING}, attempt = attempt + 1, progress = NULL, outputs = '[]',
-        start_time = $2, event_sequence = event_sequence + 1
-    WHERE id = $1 AND state IN ({_states(sources_of(JobState.RUNNING))})
+        start_time = $2, lease_expire_time = $4, event_sequence = event_sequence + 1
+    WHERE id = $1 AND (state = {_QUEUED}
+        OR (state = {_RUNNING} AND (lease_expire_time IS NULL OR lease_expire_time <= $2)))
     RETURNING {JOB_COLUMNS}
 )"""
     + _INSERT_EVENT.format(time="$2", payload="$3")
     + f" SELECT {JOB_COLUMNS} FROM job"
+)
+
+_HEARTBEAT = (
+    f"UPDATE jobs SET lease_expire_time = $3 WHERE id = $1 AND state = {_RUNNING}"
+    " AND attempt = $2 RETURNING true"
 )
 
 # The job's new progress or output is the event payload without its `kind` tag.
@@ -103,7 +111,7 @@ _RECORD = {
 
 _FINISH = (
     f"""WITH job AS (
-    UPDATE jobs SET state = $3, error = $4::jsonb, end_time = $5,
+    UPDATE jobs SET state = $3, error = $4::jsonb, end_time = $5, lease_expire_time = NULL,
         event_sequence = event_sequence + 1
     WHERE id = $1 AND state = {_RUNNING} AND attempt = $2
     RETURNING id, event_sequence, attempt
@@ -115,7 +123,7 @@ _FINISH = (
 _CANCEL = (
     f"""WITH job AS (
     UPDATE jobs SET state = '{JobState.CANCELLED.value}', error = $2::jsonb, end_time = $3,
-        event_sequence = event_sequence + 1
+        lease_expire_time = NULL, event_sequence = event_sequence + 1
     WHERE id = $1 AND state IN ({_states(sources_of(JobState.CANCELLED))})
     RETURNING {JOB_COLUMNS}
 )"""
@@ -138,6 +146,13 @@ _EVENTS = (
 _UNFINISHED_JOBS = (
     f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({_UNFINISHED})"
     " ORDER BY create_time, id LIMIT $1"
+)
+
+_MARK_PUBLISHED = "UPDATE jobs SET published = true WHERE id = ANY($1::text[]) AND NOT published"
+
+_UNPUBLISHED_JOBS = (
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = {_QUEUED} AND NOT published"
+    " AND create_time < $1 ORDER BY create_time, id LIMIT $2"
 )
 
 
@@ -222,14 +237,23 @@ class PostgresJobStore:
         )
         return int(count)
 
-    async def claim(self, job_id: str) -> tuple[Job, JobEvent] | None:
+    async def claim(self, job_id: str, lease: timedelta = timedelta(0)) -> Claimed | Held | None:
         now = _now()
+        until = lease_end(now, lease)
         payload = StateChanged(JobState.RUNNING)
-        row = await self._pool.fetchrow(_CLAIM, job_id, now, _payload(payload))
+        row = await self._pool.fetchrow(_CLAIM, job_id, now, _payload(payload), until)
         if row is None:
-            return None
+            # A new statement: it sees the lease (or the end) that made the claim fail.
+            found = await self.get(job_id)
+            if found is None or found.state.terminal:
+                return None
+            return Held(found, found.lease_expire_time or now)
         job = _job_from_row(row)
-        return job, JobEvent(job_id, job.event_sequence, now, job.attempt, payload)
+        return Claimed(job, JobEvent(job_id, job.event_sequence, now, job.attempt, payload))
+
+    async def heartbeat(self, job_id: str, attempt: int, lease: timedelta) -> bool:
+        until = lease_end(_now(), lease)
+        return bool(await self._pool.fetchval(_HEARTBEAT, job_id, attempt, until))
 
     async def record(
         self, job_id: str, attempt: int, payload: Progress | LogLine | Output
@@ -286,6 +310,14 @@ class PostgresJobStore:
         rows = await self._pool.fetch(_UNFINISHED_JOBS, limit)
         return [_job_from_row(row) for row in rows]
 
+    async def mark_published(self, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            await self._pool.execute(_MARK_PUBLISHED, list(job_ids))
+
+    async def unpublished(self, older_than: datetime, limit: int) -> list[Job]:
+        rows = await self._pool.fetch(_UNPUBLISHED_JOBS, codec.utc(older_than), limit)
+        return [_job_from_row(row) for row in rows]
+
 
 @contextmanager
 def _text_storable(field: str) -> Iterator[None]:
@@ -331,4 +363,5 @@ def _job_from_row(row: Mapping[str, Any]) -> Job:
         end_time=row["end_time"],
         event_sequence=row["event_sequence"],
         request_id=row["request_id"],
+        lease_expire_time=row["lease_expire_time"],
     )

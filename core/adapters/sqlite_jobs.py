@@ -9,8 +9,8 @@ never skip or repeat.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,10 @@ from core.jobs import (
     Output,
     Progress,
     StateChanged,
+    lease_end,
     sources_of,
 )
-from core.ports import JobQuery
+from core.ports import Claimed, Held, JobQuery
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -49,6 +50,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     event_sequence INTEGER NOT NULL DEFAULT 0,
     request_id TEXT,
     fingerprint TEXT NOT NULL,
+    lease_expire_time INTEGER,
+    published INTEGER NOT NULL DEFAULT 0,
     UNIQUE (owner, request_id)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, create_time DESC, id DESC);
@@ -64,13 +67,25 @@ CREATE TABLE IF NOT EXISTS events (
 """
 # Times are integer microseconds since the epoch (UTC): they sort exactly.
 
-JOB_COLUMNS = (
-    "id, owner, model, input, state, attempt, progress, outputs, error,"
-    " create_time, start_time, end_time, event_sequence, request_id"
+# Columns added since the first release: a database created before gets them at open.
+ADDED_COLUMNS = {
+    "lease_expire_time": "INTEGER",
+    "published": "INTEGER NOT NULL DEFAULT 0",
+}
+# Created once the columns it names exist. The outbox sweep reads it; a job leaves it as soon
+# as it is published, claimed or cancelled, so it stays small.
+UNPUBLISHED_INDEX = (
+    "CREATE INDEX IF NOT EXISTS jobs_unpublished ON jobs (create_time, id)"
+    " WHERE state = 'QUEUED' AND published = 0"
 )
 
+JOB_COLUMNS = (
+    "id, owner, model, input, state, attempt, progress, outputs, error,"
+    " create_time, start_time, end_time, event_sequence, request_id, lease_expire_time"
+)
+
+_QUEUED = JobState.QUEUED.value
 _RUNNING = JobState.RUNNING.value
-_CLAIM_SOURCES = tuple(s.value for s in sources_of(JobState.RUNNING))
 _CANCEL_SOURCES = tuple(s.value for s in sources_of(JobState.CANCELLED))
 
 
@@ -99,8 +114,14 @@ class SqliteJobStore:
     async def jobs_ahead(self, job: Job) -> int:
         return await self._db.run(lambda conn: _jobs_ahead(conn, job))
 
-    async def claim(self, job_id: str) -> tuple[Job, JobEvent] | None:
-        return await self._db.run(lambda conn: _claim(conn, job_id, _now()))
+    async def claim(self, job_id: str, lease: timedelta = timedelta(0)) -> Claimed | Held | None:
+        now = _now()
+        until = lease_end(now, lease)
+        return await self._db.run(lambda conn: _claim(conn, job_id, now, until))
+
+    async def heartbeat(self, job_id: str, attempt: int, lease: timedelta) -> bool:
+        until = codec.time_to_micros(lease_end(_now(), lease))
+        return await self._db.run(lambda conn: _heartbeat(conn, job_id, attempt, until))
 
     async def record(
         self, job_id: str, attempt: int, payload: Progress | LogLine | Output
@@ -125,6 +146,15 @@ class SqliteJobStore:
     async def unfinished(self, limit: int = 1000) -> list[Job]:
         return await self._db.run(lambda conn: _unfinished(conn, limit))
 
+    async def mark_published(self, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            ids = codec.dumps(list(job_ids))
+            await self._db.run(lambda conn: _mark_published(conn, ids))
+
+    async def unpublished(self, older_than: datetime, limit: int) -> list[Job]:
+        micros = codec.time_to_micros(older_than)
+        return await self._db.run(lambda conn: _unpublished(conn, micros, limit))
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -134,6 +164,11 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     for statement in SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
+    present = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    for column, definition in ADDED_COLUMNS.items():
+        if column not in present:
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {definition}")
+    conn.execute(UNPUBLISHED_INDEX)
 
 
 def _create(conn: sqlite3.Connection, job: NewJob) -> tuple[Job, bool]:
@@ -216,21 +251,40 @@ def _jobs_ahead(conn: sqlite3.Connection, job: Job) -> int:
     return int(count)
 
 
-def _claim(conn: sqlite3.Connection, job_id: str, now: datetime) -> tuple[Job, JobEvent] | None:
+def _claim(
+    conn: sqlite3.Connection, job_id: str, now: datetime, until: datetime
+) -> Claimed | Held | None:
     micros = codec.time_to_micros(now)
     row = conn.execute(
         "UPDATE jobs SET state = ?, attempt = attempt + 1, progress = NULL, outputs = '[]',"
-        " start_time = ?, event_sequence = event_sequence + 1"
-        f" WHERE id = ? AND state IN ({_marks(_CLAIM_SOURCES)}) RETURNING {JOB_COLUMNS}",
-        (_RUNNING, micros, job_id, *_CLAIM_SOURCES),
+        " start_time = ?, lease_expire_time = ?, event_sequence = event_sequence + 1"
+        " WHERE id = ? AND (state = ? OR (state = ?"
+        " AND (lease_expire_time IS NULL OR lease_expire_time <= ?)))"
+        f" RETURNING {JOB_COLUMNS}",
+        (_RUNNING, micros, codec.time_to_micros(until), job_id, _QUEUED, _RUNNING, micros),
     ).fetchone()
     if row is None:
-        return None
+        return _held(_select_job(conn, job_id), now)
     job = _job_from_row(row)
     event = _insert_event(
         conn, job_id, job.event_sequence, micros, job.attempt, StateChanged(JobState.RUNNING)
     )
-    return job, event
+    return Claimed(job, event)
+
+
+def _held(job: Job | None, now: datetime) -> Held | None:
+    """What a claim that changed nothing met: None for a missing or terminal job, else Held."""
+    if job is None or job.state.terminal:
+        return None
+    return Held(job, job.lease_expire_time or now)
+
+
+def _heartbeat(conn: sqlite3.Connection, job_id: str, attempt: int, until: int) -> bool:
+    changed = conn.execute(
+        "UPDATE jobs SET lease_expire_time = ? WHERE id = ? AND state = ? AND attempt = ?",
+        (until, job_id, _RUNNING, attempt),
+    ).rowcount
+    return changed == 1
 
 
 def _record(
@@ -268,7 +322,8 @@ def _finish(
 ) -> JobEvent | None:
     micros = codec.time_to_micros(now)
     row = conn.execute(
-        "UPDATE jobs SET state = ?, error = ?, end_time = ?, event_sequence = event_sequence + 1"
+        "UPDATE jobs SET state = ?, error = ?, end_time = ?, lease_expire_time = NULL,"
+        " event_sequence = event_sequence + 1"
         " WHERE id = ? AND state = ? AND attempt = ? RETURNING event_sequence",
         (state.value, _error_text(error), micros, job_id, _RUNNING, attempt),
     ).fetchone()
@@ -282,7 +337,8 @@ def _cancel(
 ) -> tuple[Job, JobEvent | None] | None:
     micros = codec.time_to_micros(now)
     row = conn.execute(
-        "UPDATE jobs SET state = ?, error = ?, end_time = ?, event_sequence = event_sequence + 1"
+        "UPDATE jobs SET state = ?, error = ?, end_time = ?, lease_expire_time = NULL,"
+        " event_sequence = event_sequence + 1"
         f" WHERE id = ? AND state IN ({_marks(_CANCEL_SOURCES)}) RETURNING {JOB_COLUMNS}",
         (
             JobState.CANCELLED.value,
@@ -334,6 +390,24 @@ def _unfinished(conn: sqlite3.Connection, limit: int) -> list[Job]:
     return [_job_from_row(row) for row in rows]
 
 
+def _mark_published(conn: sqlite3.Connection, ids: str) -> None:
+    # The ids travel as one JSON array: one statement for any number, under SQLite's bind limit.
+    conn.execute(
+        "UPDATE jobs SET published = 1"
+        " WHERE id IN (SELECT value FROM json_each(?)) AND published = 0",
+        (ids,),
+    )
+
+
+def _unpublished(conn: sqlite3.Connection, older_than: int, limit: int) -> list[Job]:
+    rows = conn.execute(
+        f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = ? AND published = 0 AND create_time < ?"
+        " ORDER BY create_time, id LIMIT ?",
+        (_QUEUED, older_than, limit),
+    )
+    return [_job_from_row(row) for row in rows]
+
+
 def _insert_event(
     conn: sqlite3.Connection,
     job_id: str,
@@ -371,6 +445,7 @@ def _job_from_row(row: Iterable[Any]) -> Job:
         end_time,
         event_sequence,
         request_id,
+        lease_expire_time,
         *_,
     ) = row
     return Job(
@@ -388,6 +463,9 @@ def _job_from_row(row: Iterable[Any]) -> Job:
         end_time=codec.time_from_micros(end_time) if end_time is not None else None,
         event_sequence=event_sequence,
         request_id=request_id,
+        lease_expire_time=(
+            codec.time_from_micros(lease_expire_time) if lease_expire_time is not None else None
+        ),
     )
 
 

@@ -43,12 +43,14 @@ def invalid_input(message: str) -> JobFailed:
 ECHO = ModelSpec(
     id="local/echo",
     display_name="Echo",
-    description="Returns its input at once: the prompt as the text output `echo` and, when "
-    "options are given, the options as the JSON output `options`. Costs nothing to run; for "
-    "trying the API and for benchmarks.",
+    description="Returns its input at once: the prompt as the text output `echo`; when "
+    "options are given, the options as the JSON output `options`; when files are given, each "
+    "file's key, content type, size and sha256 as the JSON output `files`. Costs nothing to "
+    "run; for trying the API and for benchmarks.",
     inputs=(
         InputSpec("prompt", required=True, description="Returned as the `echo` output."),
         InputSpec("options", description="Any JSON object, returned as the `options` output."),
+        InputSpec("files", description="Uploaded blobs, described in the `files` output."),
     ),
     outputs=(OutputKind.TEXT, OutputKind.JSON),
     price=Price(per_job_micros=100),
@@ -59,6 +61,17 @@ async def run_echo(ctx: RunContext) -> None:
     await ctx.output_text("echo", ctx.job.input.prompt)
     if ctx.job.input.options:
         await ctx.output_json("options", ctx.job.input.options)
+    if ctx.job.input.files:
+        files = [
+            {
+                "key": f.key,
+                "content_type": f.content_type,
+                "size_bytes": f.size_bytes,
+                "sha256": f.sha256,
+            }
+            for f in ctx.job.input.files
+        ]
+        await ctx.output_json("files", {"files": files})
 
 
 # local/sleep

@@ -20,6 +20,9 @@ from core.adapters.memory_events import MemoryEventBus
 from core.adapters.mongo_jobs import MongoJobStore
 from core.adapters.postgres_accounts import PostgresAccountStore
 from core.adapters.postgres_jobs import PostgresJobStore
+from core.adapters.rabbitmq_broker import RabbitBroker
+from core.adapters.rabbitmq_events import RabbitEventBus
+from core.adapters.s3_blobs import S3BlobStore
 from core.adapters.sqlite_accounts import SqliteAccountStore
 from core.adapters.sqlite_jobs import SqliteJobStore
 from core.ports import AccountStore, BlobStore, Broker, EventBus, JobStore
@@ -52,10 +55,20 @@ class Reopenable(Generic[P]):
             await port.close()
 
 
-async def _local_blobs(root: Path) -> LocalBlobStore:
-    store = LocalBlobStore(root, "", secret=b"contract-test-secret-0123456789ab")
-    await store.start_server("127.0.0.1", 0)
-    return store
+def _local_blobs(request: pytest.FixtureRequest) -> Callable[[], Awaitable[BlobStore]]:
+    root = Path(request.getfixturevalue("tmp_path")) / "blobs"
+
+    async def open_store() -> BlobStore:
+        store = LocalBlobStore(root, "", secret=b"contract-test-secret-0123456789ab")
+        await store.start_server("127.0.0.1", 0)
+        return store
+
+    return open_store
+
+
+def _s3_blobs(request: pytest.FixtureRequest) -> Callable[[], Awaitable[BlobStore]]:
+    config = request.getfixturevalue("s3_config")
+    return lambda: S3BlobStore.open(config)
 
 
 def _sqlite_jobs(request: pytest.FixtureRequest) -> Callable[[], Awaitable[JobStore]]:
@@ -94,10 +107,44 @@ ACCOUNT_STORES = [
     pytest.param(_postgres_accounts, id="postgresql"),
 ]
 BLOB_STORES = [
-    pytest.param(lambda tmp: lambda: _local_blobs(tmp / "blobs"), id="local"),
+    pytest.param(_local_blobs, id="local"),
+    pytest.param(_s3_blobs, id="s3"),
 ]
-BROKERS = [pytest.param(MemoryBroker, id="memory")]
-EVENT_BUSES = [pytest.param(lambda: MemoryEventBus(queue_limit=EVENT_QUEUE_LIMIT), id="memory")]
+
+
+async def _memory_broker(request: pytest.FixtureRequest) -> Broker:
+    return MemoryBroker()
+
+
+async def _rabbitmq_broker(request: pytest.FixtureRequest) -> Broker:
+    return await RabbitBroker.open(
+        request.getfixturevalue("rabbitmq_url"),
+        topology=request.getfixturevalue("rabbitmq_topology"),
+    )
+
+
+BROKERS = [
+    pytest.param(_memory_broker, id="memory"),
+    pytest.param(_rabbitmq_broker, id="rabbitmq"),
+]
+
+
+async def _memory_event_bus(request: pytest.FixtureRequest) -> EventBus:
+    return MemoryEventBus(queue_limit=EVENT_QUEUE_LIMIT)
+
+
+async def _rabbitmq_event_bus(request: pytest.FixtureRequest) -> EventBus:
+    return await RabbitEventBus.open(
+        request.getfixturevalue("rabbitmq_url"),
+        topology=request.getfixturevalue("rabbitmq_topology"),
+        queue_limit=EVENT_QUEUE_LIMIT,
+    )
+
+
+EVENT_BUSES = [
+    pytest.param(_memory_event_bus, id="memory"),
+    pytest.param(_rabbitmq_event_bus, id="rabbitmq"),
+]
 
 
 @pytest.fixture(params=JOB_STORES)
@@ -125,8 +172,8 @@ async def account_store(account_stores: Reopenable[AccountStore]) -> AccountStor
 
 
 @pytest.fixture(params=BLOB_STORES)
-async def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
-    stores: Reopenable[Any] = Reopenable(request.param(tmp_path))
+async def blob_store(request: pytest.FixtureRequest) -> AsyncIterator[BlobStore]:
+    stores: Reopenable[Any] = Reopenable(request.param(request))
     yield await stores.open()
     await stores.close_all()
 
@@ -140,13 +187,13 @@ def model_name() -> Callable[[str], str]:
 
 @pytest.fixture(params=BROKERS)
 async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
-    broker = request.param()
+    broker = await request.param(request)
     yield broker
     await broker.close()
 
 
 @pytest.fixture(params=EVENT_BUSES)
 async def event_bus(request: pytest.FixtureRequest) -> AsyncIterator[EventBus]:
-    bus = request.param()
+    bus = await request.param(request)
     yield bus
     await bus.close()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -25,8 +28,9 @@ from core.jobs import (
     StateChanged,
     can_transition,
 )
-from core.ports import JobQuery, JobStore
-from tests.contract.conftest import Reopenable
+from core.ports import Claimed, Held, JobQuery, JobStore
+from tests.contract.conftest import JOB_STORES, Reopenable
+from tests.contract.legacy_jobs import LEGACY_QUEUED, LEGACY_RUNNING, LEGACY_WRITERS
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 CANCELLED_BY_USER = JobError(Reason.CANCELLED, "cancelled by the caller")
@@ -490,3 +494,224 @@ async def test_jobs_and_events_survive_close_and_reopen(
     assert [j.id for j in await reopened.unfinished()] == [running.id]
     again, created = await reopened.create(new_job(request_id="keep"))
     assert (again.id, created) == (done.id, False)
+
+
+# --- leases ---
+
+LEASE = timedelta(seconds=60)
+# Short enough to wait out in a test, long enough to outlast the claim that follows it.
+SHORT_LEASE = timedelta(seconds=0.2)
+# Far beyond any job these tests create: the outbox cut-off that takes them all.
+FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+async def claimed_job(store: JobStore, job_id: str, lease: timedelta) -> Job:
+    claimed = await store.claim(job_id, lease)
+    assert isinstance(claimed, Claimed), claimed
+    return claimed.job
+
+
+async def test_a_claim_leases_the_job_for_the_time_asked(job_store: JobStore) -> None:
+    job = await job_in(job_store, JobState.QUEUED)
+    before = datetime.now(UTC)
+
+    claimed = await job_store.claim(job.id, LEASE)
+
+    after = datetime.now(UTC)
+    assert isinstance(claimed, Claimed)
+    running, event = claimed
+    assert (running.state, running.attempt, event.attempt) == (JobState.RUNNING, 1, 1)
+    assert running.lease_expire_time is not None
+    assert before + LEASE <= running.lease_expire_time <= after + LEASE
+    assert await job_store.get(job.id) == running
+
+
+async def test_a_second_claim_during_a_live_lease_is_held_and_writes_nothing(
+    job_store: JobStore,
+) -> None:
+    job = await job_in(job_store, JobState.QUEUED)
+    running = await claimed_job(job_store, job.id, LEASE)
+
+    held = await job_store.claim(job.id, LEASE)
+
+    assert running.lease_expire_time is not None
+    assert held == Held(running, running.lease_expire_time)
+    assert await job_store.get(job.id) == running
+    assert sequences(await all_events(job_store, job.id)) == [1, 2]
+
+
+async def test_after_the_lease_runs_out_the_next_claim_is_a_new_attempt_and_fences_the_old(
+    job_store: JobStore,
+) -> None:
+    job = await job_in(job_store, JobState.QUEUED)
+    await claimed_job(job_store, job.id, SHORT_LEASE)
+    await asyncio.sleep(SHORT_LEASE.total_seconds() + 0.1)
+
+    second = await claimed_job(job_store, job.id, LEASE)
+
+    assert second.attempt == 2
+    assert await job_store.heartbeat(job.id, 1, LEASE) is False
+    assert await job_store.record(job.id, 1, Progress(0.5)) is None
+    assert await job_store.finish(job.id, 1, JobState.SUCCEEDED) is None
+    assert await job_store.get(job.id) == second
+    assert await job_store.finish(job.id, 2, JobState.SUCCEEDED) is not None
+
+
+async def test_without_a_lease_every_claim_starts_the_next_attempt(job_store: JobStore) -> None:
+    job = await job_in(job_store, JobState.QUEUED)
+
+    attempts = [(await claimed_job(job_store, job.id, timedelta(0))).attempt for _ in range(3)]
+    job_now, event = await job_store.claim(job.id)  # type: ignore[misc]
+
+    assert attempts == [1, 2, 3]
+    assert (job_now.attempt, event.attempt) == (4, 4)
+
+
+async def test_a_negative_lease_is_refused(job_store: JobStore) -> None:
+    job = await job_in(job_store, JobState.RUNNING)
+
+    with pytest.raises(ValueError, match="negative"):
+        await job_store.claim(job.id, timedelta(seconds=-1))
+    with pytest.raises(ValueError, match="negative"):
+        await job_store.heartbeat(job.id, 1, timedelta(seconds=-1))
+    assert await job_store.get(job.id) == job
+
+
+async def test_a_heartbeat_extends_the_lease_of_the_running_attempt(job_store: JobStore) -> None:
+    job = await job_in(job_store, JobState.QUEUED)
+    running = await claimed_job(job_store, job.id, SHORT_LEASE)
+    before = datetime.now(UTC)
+
+    assert await job_store.heartbeat(job.id, 1, LEASE) is True
+
+    extended = await job_store.get(job.id)
+    assert extended is not None
+    assert extended.lease_expire_time is not None
+    assert extended.lease_expire_time >= before + LEASE
+    assert extended == replace(running, lease_expire_time=extended.lease_expire_time)
+    await asyncio.sleep(SHORT_LEASE.total_seconds() + 0.1)
+    assert await job_store.claim(job.id, LEASE) == Held(extended, extended.lease_expire_time)
+    assert sequences(await all_events(job_store, job.id)) == [1, 2]
+
+
+@pytest.mark.parametrize("state", list(JobState))
+async def test_a_heartbeat_of_an_attempt_that_does_not_hold_the_job_is_refused(
+    job_store: JobStore, state: JobState
+) -> None:
+    job = await job_in(job_store, state)
+    stale = [0, 1, 2] if state is not JobState.RUNNING else [0, 2]
+
+    results = [await job_store.heartbeat(job.id, attempt, LEASE) for attempt in stale]
+
+    assert results == [False] * len(stale)
+    assert await job_store.get(job.id) == job
+    assert await job_store.heartbeat("no-such-job", 1, LEASE) is False
+
+
+@pytest.mark.parametrize("end", ["finish", "cancel"])
+async def test_the_end_of_a_job_clears_its_lease(job_store: JobStore, end: str) -> None:
+    job = await job_in(job_store, JobState.QUEUED)
+    await claimed_job(job_store, job.id, LEASE)
+
+    if end == "finish":
+        assert await job_store.finish(job.id, 1, JobState.FAILED, BROKEN) is not None
+    else:
+        assert await job_store.cancel(job.id, CANCELLED_BY_USER) is not None
+
+    ended = await job_store.get(job.id)
+    assert ended is not None
+    assert ended.state.terminal
+    assert ended.lease_expire_time is None
+    assert await job_store.claim(job.id, LEASE) is None
+    assert await job_store.heartbeat(job.id, 1, LEASE) is False
+
+
+# --- the publish outbox ---
+
+
+async def test_new_jobs_wait_in_the_outbox_until_marked_published(job_store: JobStore) -> None:
+    first, second, third = [
+        await job_in(job_store, JobState.QUEUED, create_time=T0 + timedelta(seconds=i))
+        for i in (2, 0, 1)
+    ]
+
+    assert await job_store.unpublished(FAR_FUTURE, 10) == [second, third, first]
+    await job_store.mark_published([first.id, second.id])
+
+    assert await job_store.unpublished(FAR_FUTURE, 10) == [third]
+    await job_store.mark_published([first.id, third.id, "no-such-job"])
+    assert await job_store.unpublished(FAR_FUTURE, 10) == []
+    assert await job_store.get(first.id) == first
+
+
+async def test_the_outbox_gives_jobs_older_than_the_cut_off_oldest_first_up_to_the_limit(
+    job_store: JobStore,
+) -> None:
+    jobs = [
+        await job_in(job_store, JobState.QUEUED, create_time=T0 + timedelta(seconds=i))
+        for i in range(4)
+    ]
+    cut_off = T0 + timedelta(seconds=3)  # the job created at the cut-off is not older than it
+
+    assert await job_store.unpublished(cut_off, 10) == jobs[:3]
+    assert await job_store.unpublished(cut_off, 2) == jobs[:2]
+    assert await job_store.unpublished(T0, 10) == []
+
+
+async def test_only_queued_jobs_need_publishing(job_store: JobStore) -> None:
+    by_state = {state: await job_in(job_store, state) for state in JobState}
+
+    assert await job_store.unpublished(FAR_FUTURE, 10) == [by_state[JobState.QUEUED]]
+
+
+async def test_many_jobs_are_marked_published_at_once(job_store: JobStore) -> None:
+    jobs = [(await job_store.create(new_job()))[0] for _ in range(60)]
+    ids = [j.id for j in jobs]
+
+    await job_store.mark_published([])
+    assert len(await job_store.unpublished(FAR_FUTURE, 200)) == 60
+    await job_store.mark_published(ids[:50] + ids[:10])
+
+    assert {j.id for j in await job_store.unpublished(FAR_FUTURE, 200)} == set(ids[50:])
+    await job_store.mark_published(tuple(ids))
+    assert await job_store.unpublished(FAR_FUTURE, 200) == []
+
+
+# --- databases from before leases and the outbox ---
+
+_FACTORIES = {param.id: param.values[0] for param in JOB_STORES}
+
+
+@pytest.fixture(params=sorted(LEGACY_WRITERS))
+async def legacy_job_store(request: pytest.FixtureRequest) -> AsyncIterator[JobStore]:
+    """A store opened over a database the previous release wrote (see legacy_jobs.py)."""
+    await LEGACY_WRITERS[request.param](request)
+    stores: Reopenable[Any] = Reopenable(_FACTORIES[request.param](request))  # type: ignore[operator]
+    yield await stores.open()
+    await stores.close_all()
+
+
+async def test_a_database_from_before_leases_is_upgraded_when_opened(
+    legacy_job_store: JobStore,
+) -> None:
+    store = legacy_job_store
+    queued, running = await store.get(LEGACY_QUEUED), await store.get(LEGACY_RUNNING)
+    assert queued is not None and running is not None
+    assert (queued.state, queued.lease_expire_time) == (JobState.QUEUED, None)
+    assert (running.state, running.attempt, running.lease_expire_time) == (
+        JobState.RUNNING,
+        1,
+        None,
+    )
+
+    # Its queued job may never have reached the broker: the outbox publishes it once more.
+    assert await store.unpublished(FAR_FUTURE, 10) == [queued]
+    # A running job without a lease is taken over, as before leases; then the lease holds it.
+    taken_over = await claimed_job(store, running.id, LEASE)
+    assert taken_over.attempt == 2
+    assert isinstance(await store.claim(running.id, LEASE), Held)
+    assert await store.heartbeat(running.id, 2, LEASE) is True
+    await store.mark_published([queued.id])
+    assert await store.unpublished(FAR_FUTURE, 10) == []
+    fresh, _ = await store.create(new_job())
+    assert await store.unpublished(FAR_FUTURE, 10) == [fresh]

@@ -136,3 +136,81 @@ def test_an_unusable_secret_file_is_an_error(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="blob-secret"):
         load_or_create_secret(path)
+
+
+async def test_head_on_a_download_url_gives_the_headers_only(store: LocalBlobStore) -> None:
+    await store.put("jobs/j1/a.txt", b"hello", "text/plain")
+    target = await signed_target(store, "jobs/j1/a.txt")
+
+    response = await raw_request(store, f"HEAD {target} HTTP/1.1\r\n\r\n".encode())
+
+    assert status_of(response) == 200
+    assert b"Content-Length: 5\r\n" in response
+    assert response.endswith(b"\r\n\r\n")
+
+
+async def test_a_download_names_the_blobs_sha256_as_its_etag(store: LocalBlobStore) -> None:
+    ref = await store.put("jobs/j1/a.txt", b"hello", "text/plain")
+    target = await signed_target(store, "jobs/j1/a.txt")
+
+    response = await raw_request(store, f"GET {target} HTTP/1.1\r\n\r\n".encode())
+
+    assert f'ETag: "{ref.sha256}"'.encode() in response
+
+
+async def upload_target(store: LocalBlobStore, key: str, size: int) -> str:
+    upload = await store.upload_url(key, "text/plain", size, timedelta(minutes=1))
+    return upload.url.removeprefix(store.base_url)
+
+
+async def test_an_upload_without_content_length_is_refused(store: LocalBlobStore) -> None:
+    target = await upload_target(store, "up/a.txt", 5)
+
+    request = f"PUT {target} HTTP/1.1\r\nContent-Type: text/plain\r\n\r\nhello"
+    response = await raw_request(store, request.encode())
+
+    assert status_of(response) == 411
+    assert await store.stat("up/a.txt") is None
+
+
+async def test_a_chunked_upload_is_refused(store: LocalBlobStore) -> None:
+    target = await upload_target(store, "up/a.txt", 5)
+
+    request = (
+        f"PUT {target} HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    )
+    response = await raw_request(store, request.encode())
+
+    assert status_of(response) == 400
+    assert await store.stat("up/a.txt") is None
+
+
+async def test_an_upload_that_expects_100_continue_gets_it(store: LocalBlobStore) -> None:
+    target = await upload_target(store, "up/a.txt", 5)
+
+    request = (
+        f"PUT {target} HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+        "Expect: 100-continue\r\n\r\nhello"
+    )
+    response = await raw_request(store, request.encode())
+
+    assert response.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
+    assert await store.get("up/a.txt") == b"hello"
+
+
+async def test_a_cut_off_upload_stores_nothing(store: LocalBlobStore, tmp_path: Path) -> None:
+    target = await upload_target(store, "up/a.txt", 5)
+
+    request = f"PUT {target} HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhel"
+    host, port = store.base_url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request.encode())
+    writer.write_eof()
+    # The server answers nothing and hangs up once it has thrown the partial upload away.
+    assert await asyncio.wait_for(reader.read(), WAIT_SECONDS) == b""
+    writer.close()
+    await writer.wait_closed()
+
+    assert await store.stat("up/a.txt") is None
+    assert not list((tmp_path / "blobs").rglob(".upload-*"))

@@ -8,7 +8,7 @@ import struct
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -217,7 +217,9 @@ async def test_a_job_costs_one_round_trip_per_store_call(
 async def make_every_kind_of_call(store: PostgresJobStore) -> None:
     job, _ = await store.create(new_job(request_id="r"))
     await store.create(new_job(request_id="r"))
-    await store.claim(job.id)
+    await store.claim(job.id, timedelta(seconds=60))
+    await store.claim(job.id, timedelta(seconds=60))  # held: the read that tells why
+    await store.heartbeat(job.id, 1, timedelta(seconds=60))
     for payload in (Progress(0.5), Output("o", text="x"), LogLine("x")):
         await store.record(job.id, 1, payload)
     await store.finish(job.id, 1, JobState.SUCCEEDED)
@@ -228,6 +230,8 @@ async def make_every_kind_of_call(store: PostgresJobStore) -> None:
     await store.events(job.id, after=1)
     await store.jobs_ahead(job)
     await store.unfinished()
+    await store.unpublished(datetime.now(UTC), 100)
+    await store.mark_published([job.id, other.id])
     for state in (None, JobState.QUEUED):
         for model in (None, "local/echo"):
             for before in (None, (job.create_time, job.id)):

@@ -35,11 +35,15 @@ async def create(
 
 
 async def watch_all(
-    stub: job_service_pb2_grpc.JobServiceStub, auth: Metadata, name: str, after: int = 0
+    stub: job_service_pb2_grpc.JobServiceStub,
+    auth: Metadata,
+    name: str,
+    after: int = 0,
+    deadline: float = 60,
 ) -> list[job_service_pb2.WatchJobResponse]:
-    """Every message of one WatchJob stream, until the server ends it."""
+    """Every message of one WatchJob stream, until the server ends it (or `deadline` s pass)."""
     request = job_service_pb2.WatchJobRequest(name=name, after_sequence=after)
-    return [message async for message in stub.WatchJob(request, metadata=auth, timeout=60)]
+    return [message async for message in stub.WatchJob(request, metadata=auth, timeout=deadline)]
 
 
 def events_of(messages: Sequence[job_service_pb2.WatchJobResponse]) -> list[job_pb2.JobEvent]:

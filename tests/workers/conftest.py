@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,15 +33,19 @@ async def backends(tmp_path: Path) -> AsyncIterator[Backends]:
 
 @pytest.fixture
 async def start_worker(backends: Backends) -> AsyncIterator[StartWorker]:
-    """start_worker(*extra_providers, concurrency=4, models=None) runs a Worker with the local
-    providers plus `extra_providers` until the end of the test."""
+    """start_worker(*extra_providers, concurrency=4, models=None, **options) runs a Worker with
+    the local providers plus `extra_providers` (and Worker `options`, e.g. a lease) until the end
+    of the test."""
     running: list[tuple[Worker, asyncio.Task[None]]] = []
 
     async def start(
-        *providers: Provider, concurrency: int = 4, models: Collection[str] | None = None
+        *providers: Provider,
+        concurrency: int = 4,
+        models: Collection[str] | None = None,
+        **options: Any,
     ) -> Worker:
         registry = ProviderRegistry([LocalProvider(), *providers])
-        worker = Worker(backends, registry, concurrency=concurrency, models=models)
+        worker = Worker(backends, registry, concurrency=concurrency, models=models, **options)
         running.append((worker, asyncio.create_task(worker.run())))
         return worker
 

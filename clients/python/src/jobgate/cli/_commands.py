@@ -42,10 +42,12 @@ def with_client(command: Command) -> Callable[[argparse.Namespace], int]:
 
 
 def submit(args: argparse.Namespace, client: JobClient, output: Output) -> int:
+    files = [_upload(client, path) for path in args.file or ()]
     job = client.submit(
         args.model,
         args.prompt,
         negative_prompt=args.negative_prompt,
+        files=files,
         size=args.size,
         aspect_ratio=args.aspect_ratio,
         duration=args.duration,
@@ -57,6 +59,13 @@ def submit(args: argparse.Namespace, client: JobClient, output: Output) -> int:
         return _follow(client, output, job.name)
     output.job(job)
     return EXIT_OK
+
+
+def _upload(client: JobClient, path: str) -> job_pb2.BlobRef:
+    try:
+        return client.upload(path)
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
 
 
 def get(args: argparse.Namespace, client: JobClient, output: Output) -> int:

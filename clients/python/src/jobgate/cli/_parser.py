@@ -94,6 +94,12 @@ def _add_client_commands(subparsers: Subparsers[argparse.ArgumentParser]) -> Non
         metavar="KEY=VALUE",
         help="a model-specific option, repeatable; VALUE is read as JSON if it parses",
     )
+    submit.add_argument(
+        "--file",
+        action="append",
+        metavar="PATH",
+        help="an input file, uploaded before the job is submitted; repeatable",
+    )
     submit.add_argument("--request-id", help="makes retries of this submit idempotent")
     submit.add_argument("--watch", action="store_true", help="watch the job to its end")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import timedelta
 from types import TracebackType
@@ -16,6 +17,7 @@ from jobgate.client import _messages as messages
 from jobgate.client._channel import DEFAULT_CALL_TIMEOUT, DEFAULT_TARGET, ClientConfig
 from jobgate.client._errors import from_rpc_error
 from jobgate.client._retry import NO_RETRY, Backoff, RetryPolicy
+from jobgate.client._upload import create_upload, send, upload_file
 from jobgate.client._watch import WatchCursor
 from jobgate.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc, model_pb2
 
@@ -98,6 +100,21 @@ class AsyncJobClient:
         )
         request = messages.create_job(spec, request_id)
         return (await self._call(self._stub.CreateJob, request, self._config.retry)).job
+
+    async def upload(
+        self,
+        source: str | os.PathLike[str] | bytes,
+        content_type: str | None = None,
+        *,
+        filename: str | None = None,
+    ) -> job_pb2.BlobRef:
+        """Uploads a file (a path, or bytes) and returns the blob to pass in `files=`.
+
+        The type is guessed from the file name unless given. The bytes go straight to the blob
+        store over HTTP, in a thread, never through the gRPC channel."""
+        file = await asyncio.to_thread(upload_file, source, content_type, filename)
+        upload = await self._call(self._stub.CreateUpload, create_upload(file), self._config.retry)
+        return await asyncio.to_thread(send, file, upload)
 
     async def get(self, name_or_id: str) -> job_pb2.Job:
         request = job_service_pb2.GetJobRequest(name=messages.job_name(name_or_id))

@@ -1,0 +1,235 @@
+"""The production-stack benchmark, in one run, against what people would otherwise pick.
+
+jobgate: `python -m server` + 2 `python -m workers` processes on RabbitMQ, with the job store on
+PostgreSQL and on MongoDB (SecantusDB, reported beside its own ceiling), accounts on PostgreSQL.
+No-op jobs (local/echo) go server -> RabbitMQ -> worker -> job store -> watcher.
+Beside it, on the same RabbitMQ: Celery (2 worker processes, acks_late, confirmed publishes)
+without and with a result backend, and raw aio-pika (the ceiling). Then one server holding
+5,000 idle WatchJob streams: its memory, and how long one event takes to reach all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import grpc
+from google.protobuf import duration_pb2
+from jobgate.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+
+from bench.baselines import celery, raw_aio_pika
+from bench.embedded import create_latency, throughput
+from bench.rabbit import scratch_vhost
+from bench.service import RunningService
+from bench.stats import Result, percentile, table
+from core.adapters.postgres_accounts import PostgresAccountStore
+from launcher.local_cluster import local_cluster
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+TARGETS = {"create_p99_ms": 10.0, "idle_rss_mb": 500.0, "fanout_p99_ms": 100.0}
+
+
+@contextlib.contextmanager
+def scratch_postgres() -> Iterator[str]:
+    """A database of the run's own on the local PostgreSQL; dropped afterwards."""
+    name = f"jobgate_bench_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield urlunsplit(urlsplit(POSTGRES)._replace(path=f"/{name}"))
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+async def _admin(statement: str) -> None:
+    connection = await asyncpg.connect(POSTGRES)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def _api_key(accounts_url: str) -> str:
+    store = await PostgresAccountStore.open(accounts_url)
+    try:
+        return await store.create_key("bench")
+    finally:
+        await store.close()
+
+
+@contextlib.contextmanager
+def jobgate_stack(job_store: str, concurrency: int) -> Iterator[RunningService]:
+    """The whole production stack on scratch resources; `job_store` is "postgresql" or a
+    mongodb:// URL."""
+    with (
+        scratch_vhost("jobgate-bench") as amqp,
+        scratch_postgres() as postgres,
+        tempfile.TemporaryDirectory(prefix="jobgate-bench-") as data,
+    ):
+        env = {
+            "JOBGATE_DATA_DIR": data,
+            "JOBGATE_BROKER_URL": amqp,
+            "JOBGATE_JOB_STORE_URL": postgres if job_store == "postgresql" else job_store,
+            "JOBGATE_ACCOUNT_STORE_URL": postgres,
+            "JOBGATE_BLOB_HTTP_LISTEN": "127.0.0.1:0",
+            "JOBGATE_WORKER_CONCURRENCY": str(concurrency),
+        }
+        # Migrations run once here, before the processes race to apply them.
+        key = asyncio.run(_api_key(postgres))
+        with local_cluster(env, workers=2) as cluster:
+            yield RunningService(cluster.address, key, cluster.server.pid)
+
+
+async def jobgate_rows(
+    service: RunningService, label: str, args: argparse.Namespace
+) -> tuple[float, list[Result]]:
+    jobs_per_second = await throughput(service, args.jobs, args.in_flight, args.channels)
+    latencies = await create_latency(service, args.rate, args.seconds)
+    p99 = percentile(latencies, 0.99)
+    return jobs_per_second, [
+        Result(f"jobgate ({label}) end to end", jobs_per_second, "jobs/s"),
+        Result(
+            f"jobgate ({label}) CreateJob p50 @ {args.rate:.0f}/s", percentile(latencies, 0.5), "ms"
+        ),
+        Result(
+            f"jobgate ({label}) CreateJob p99 @ {args.rate:.0f}/s",
+            p99,
+            "ms",
+            f"< {TARGETS['create_p99_ms']:.0f} ms",
+            p99 < TARGETS["create_p99_ms"],
+        ),
+    ]
+
+
+async def idle_streams(service: RunningService, streams: int, channels: int) -> list[Result]:
+    """Many watchers on one running job: the server's memory while they idle, and the delay
+    from the worker recording the next progress event to each watcher receiving it."""
+    pool = [grpc.aio.insecure_channel(service.address) for _ in range(channels)]
+    stubs = [job_service_pb2_grpc.JobServiceStub(c) for c in pool]
+    request = job_service_pb2.CreateJobRequest(
+        job=job_pb2.Job(
+            model="local/sleep",
+            input=job_pb2.JobInput(duration=duration_pb2.Duration(seconds=60)),
+        )
+    )
+    job = (await stubs[0].CreateJob(request, metadata=service.metadata)).job
+    ready = 0
+    all_ready = asyncio.Event()
+    delays: list[float] = []
+    first_progress: asyncio.Event = asyncio.Event()
+
+    async def watch(stub: job_service_pb2_grpc.JobServiceStub) -> None:
+        nonlocal ready
+        call = stub.WatchJob(
+            job_service_pb2.WatchJobRequest(name=job.name), metadata=service.metadata
+        )
+        async for message in call:
+            if message.WhichOneof("update") == "job":
+                ready += 1
+                if ready == streams:
+                    all_ready.set()
+            elif all_ready.is_set() and message.event.HasField("progress"):
+                sent = message.event.create_time.ToNanoseconds() / 1e9
+                delays.append((time.time() - sent) * 1000)
+                first_progress.set()
+                call.cancel()
+                return
+
+    tasks = [asyncio.create_task(watch(stubs[i % channels])) for i in range(streams)]
+    await asyncio.wait_for(all_ready.wait(), timeout=120)
+    rss = _rss_mb(service.pid)
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
+    for channel in pool:
+        await channel.close()
+    p99 = percentile(delays, 0.99)
+    return [
+        Result(
+            f"server RSS with {streams:,} idle streams",
+            rss,
+            "MB",
+            f"< {TARGETS['idle_rss_mb']:.0f} MB",
+            rss < TARGETS["idle_rss_mb"],
+        ),
+        Result(f"one event to {len(delays):,} watchers p50", percentile(delays, 0.5), "ms"),
+        Result(
+            f"one event to {len(delays):,} watchers p99",
+            p99,
+            "ms",
+            f"< {TARGETS['fanout_p99_ms']:.0f} ms",
+            p99 < TARGETS["fanout_p99_ms"],
+        ),
+    ]
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def measure(args: argparse.Namespace) -> list[Result]:
+    results: list[Result] = []
+    with scratch_vhost("jobgate-bench") as url:
+        ceiling = asyncio.run(raw_aio_pika(url, args.jobs))
+    with scratch_vhost("jobgate-bench") as url:
+        bare = celery(url, args.jobs, backend="")
+    with scratch_vhost("jobgate-bench") as url:
+        with_backend = celery(url, args.jobs, backend="rpc://")
+    with jobgate_stack("postgresql", args.concurrency) as service:
+        ours, rows = asyncio.run(jobgate_rows(service, "PostgreSQL", args))
+        results += rows
+        results += asyncio.run(idle_streams(service, args.streams, args.channels * 4))
+    if args.mongo_url:
+        with jobgate_stack(args.mongo_url, args.concurrency) as service:
+            results += asyncio.run(jobgate_rows(service, "MongoDB", args))[1]
+    results += [
+        Result(
+            "Celery, no result backend",
+            bare,
+            "jobs/s",
+            "jobgate (PostgreSQL) >= this",
+            ours >= bare,
+        ),
+        Result("Celery, rpc:// result backend", with_backend, "jobs/s"),
+        Result("raw aio-pika (ceiling)", ceiling, "msgs/s"),
+        Result("jobgate (PostgreSQL) / Celery no backend", ours / bare, "x"),
+        Result("jobgate (PostgreSQL) / Celery rpc backend", ours / with_backend, "x"),
+        Result("jobgate (PostgreSQL) / raw aio-pika", ours / ceiling, "x"),
+    ]
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=3000, help="no-op jobs per throughput run")
+    parser.add_argument("--in-flight", type=int, default=200, help="jobgate jobs in flight")
+    parser.add_argument("--channels", type=int, default=4, help="gRPC channels for the load")
+    parser.add_argument("--concurrency", type=int, default=64, help="per worker process")
+    parser.add_argument("--rate", type=float, default=500, help="offered CreateJob rate, /s")
+    parser.add_argument("--seconds", type=float, default=10, help="length of the latency run")
+    parser.add_argument("--streams", type=int, default=5000, help="idle WatchJob streams")
+    parser.add_argument(
+        "--mongo-url",
+        default="",
+        help="also run on this MongoDB (a database "
+        "URL, e.g. a SecantusDB started by `python -m bench.mongo_ceiling`)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench/results/production.json"))
+    args = parser.parse_args()
+    results = measure(args)
+    print(table(results))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps([r.__dict__ for r in results], indent=2))
+
+
+if __name__ == "__main__":
+    main()
