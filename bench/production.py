@@ -36,6 +36,8 @@ from launcher.local_cluster import local_cluster
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 TARGETS = {"create_p99_ms": 10.0, "idle_rss_mb": 500.0, "fanout_p99_ms": 100.0}
+OPEN_BATCH = 250
+OPEN_PAUSE_SECONDS = 0.25
 
 
 @contextlib.contextmanager
@@ -89,12 +91,16 @@ def jobgate_stack(job_store: str, concurrency: int) -> Iterator[RunningService]:
 
 
 async def jobgate_rows(
-    service: RunningService, label: str, args: argparse.Namespace
+    service: RunningService, label: str, args: argparse.Namespace, streams: int = 0
 ) -> tuple[float, list[Result]]:
+    """Throughput, then (with `streams`) the idle-streams run, then CreateJob latency, whose
+    backlog would disturb anything measured after it."""
     jobs_per_second = await throughput(service, args.jobs, args.in_flight, args.channels)
+    idle = await idle_streams(service, streams, args.channels * 4) if streams else []
     latencies = await create_latency(service, args.rate, args.seconds)
     p99 = percentile(latencies, 0.99)
     return jobs_per_second, [
+        *idle,
         Result(f"jobgate ({label}) end to end", jobs_per_second, "jobs/s"),
         Result(
             f"jobgate ({label}) CreateJob p50 @ {args.rate:.0f}/s", percentile(latencies, 0.5), "ms"
@@ -143,7 +149,12 @@ async def idle_streams(service: RunningService, streams: int, channels: int) -> 
                 call.cancel()
                 return
 
-    tasks = [asyncio.create_task(watch(stubs[i % channels])) for i in range(streams)]
+    # Opened in batches: a burst of thousands of stream starts at once gets some CANCELLED.
+    tasks = []
+    for i in range(streams):
+        tasks.append(asyncio.create_task(watch(stubs[i % channels])))
+        if i % OPEN_BATCH == OPEN_BATCH - 1:
+            await asyncio.sleep(OPEN_PAUSE_SECONDS)
     await asyncio.wait_for(all_ready.wait(), timeout=120)
     rss = _rss_mb(service.pid)
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
@@ -185,9 +196,8 @@ def measure(args: argparse.Namespace) -> list[Result]:
     with scratch_vhost("jobgate-bench") as url:
         with_backend = celery(url, args.jobs, backend="rpc://")
     with jobgate_stack("postgresql", args.concurrency) as service:
-        ours, rows = asyncio.run(jobgate_rows(service, "PostgreSQL", args))
+        ours, rows = asyncio.run(jobgate_rows(service, "PostgreSQL", args, args.streams))
         results += rows
-        results += asyncio.run(idle_streams(service, args.streams, args.channels * 4))
     if args.mongo_url:
         with jobgate_stack(args.mongo_url, args.concurrency) as service:
             results += asyncio.run(jobgate_rows(service, "MongoDB", args))[1]

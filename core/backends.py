@@ -22,7 +22,7 @@ from core.adapters.postgres_accounts import PostgresAccountStore
 from core.adapters.postgres_jobs import PostgresJobStore
 from core.adapters.rabbitmq import QueueType, RabbitError, Topology
 from core.adapters.rabbitmq_broker import RabbitBroker
-from core.adapters.rabbitmq_events import RabbitEventBus
+from core.adapters.rabbitmq_events import ALL_EVENTS, CANCELS, RabbitEventBus
 from core.adapters.s3_blobs import CannotOpen as S3CannotOpen
 from core.adapters.s3_blobs import S3BlobStore, S3Config
 from core.adapters.sqlite_accounts import SqliteAccountStore
@@ -64,7 +64,7 @@ class _Target:
     value: str
     url: SplitResult
     settings: Settings
-    serve_blobs: bool
+    serves_api: bool
     catalog: Catalog
 
     @property
@@ -150,7 +150,11 @@ async def _open_rabbitmq_broker(target: _Target) -> Broker:
 
 async def _open_rabbitmq_events(target: _Target) -> EventBus:
     try:
-        return await RabbitEventBus.open(target.value, topology=rabbitmq_topology(target.settings))
+        return await RabbitEventBus.open(
+            target.value,
+            topology=rabbitmq_topology(target.settings),
+            interest=ALL_EVENTS if target.serves_api else CANCELS,
+        )
     except RabbitError as exc:
         raise ConfigError(f"{target.env_var}: {exc}") from None
 
@@ -168,8 +172,8 @@ async def _open_local_blobs(target: _Target) -> BlobStore:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"blob signing secret {secret_path}: {exc}") from exc
     host, port = _host_port("blob_http_listen", settings.blob_http_listen)
-    store = LocalBlobStore(root, "" if target.serve_blobs else f"http://{host}:{port}", secret)
-    if target.serve_blobs:
+    store = LocalBlobStore(root, "" if target.serves_api else f"http://{host}:{port}", secret)
+    if target.serves_api:
         try:
             await store.start_server(host, port)
         except OSError as exc:
@@ -241,17 +245,19 @@ BLOB_STORES: dict[str, _Adapter[BlobStore]] = {
 BLOB_SECRET_FILE = "blob-secret"
 
 
-async def open_backends(settings: Settings, catalog: Catalog, *, serve_blobs: bool) -> Backends:
+async def open_backends(settings: Settings, catalog: Catalog, *, serves_api: bool) -> Backends:
     """Opens every port's adapter named by `settings`; on any failure closes those already open.
 
-    With `serve_blobs`, a local blob store also serves its signed download URLs over HTTP on
-    `settings.blob_http_listen`.
+    `serves_api` says the process serves the API (a server, or `jobgate dev`): a local blob store
+    then serves its signed download URLs over HTTP on `settings.blob_http_listen`, and the event
+    bus brings every job's events, for WatchJob streams on any job. A worker (False) needs only
+    cancels.
     """
 
     async with AsyncExitStack() as stack:
 
         async def open_port(setting: str, value: str, adapters: dict[str, _Adapter[T]]) -> T:
-            target = _Target(setting, value, _split(setting, value), settings, serve_blobs, catalog)
+            target = _Target(setting, value, _split(setting, value), settings, serves_api, catalog)
             port = await _choose(target, adapters).open(target)
             stack.push_async_callback(port.close)
             return port

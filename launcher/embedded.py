@@ -44,7 +44,7 @@ class EmbeddedService:
     async def start(self) -> Endpoint:
         registry = builtin_registry()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self._backends = await open_backends(self.settings, registry.catalog, serve_blobs=True)
+        self._backends = await open_backends(self.settings, registry.catalog, serves_api=True)
         api_key = await dev_api_key(self._backends, self.settings.data_dir)
         await requeue_unfinished(self._backends)
         self._worker = Worker.from_settings(self._backends, registry, self.settings)

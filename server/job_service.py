@@ -16,7 +16,7 @@ from jobgate.v1 import job_service_pb2, job_service_pb2_grpc
 
 from core.backends import Backends
 from core.errors import FailedPrecondition, InvalidArgument, NotFound, Reason
-from core.jobs import BlobRef, Job, JobError, JobEvent, JobState, NewJob, StateChanged
+from core.jobs import BlobRef, Job, JobError, JobEvent, NewJob
 from core.jobs import job_id_from_name as parse_job_name
 from core.ports import JobMessage, JobQuery
 from server import listing
@@ -214,10 +214,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 "the broker takes it again: retry with the same request_id to get it",
                 reason=Reason.QUEUE_UNAVAILABLE,
             ) from None
-        # The first event as the store recorded it (sequence 1, at create_time).
-        await self._announce(
-            JobEvent(job.id, job.event_sequence, job.create_time, 0, StateChanged(JobState.QUEUED))
-        )
+        # No event to announce: nobody can be watching a job that did not exist a moment ago.
         return job
 
     async def _publish(self, message: JobMessage) -> None:

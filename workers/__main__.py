@@ -19,7 +19,7 @@ log = logging.getLogger("workers")
 
 async def serve(settings: Settings) -> None:
     registry = builtin_registry()
-    backends = await open_backends(settings, registry.catalog, serve_blobs=False)
+    backends = await open_backends(settings, registry.catalog, serves_api=False)
     try:
         try:
             worker = Worker.from_settings(backends, registry, settings)

@@ -1,11 +1,15 @@
 """The EventBus on RabbitMQ: job events over a topic exchange, routed by job id, so every server
 process feeds its own watchers whichever process recorded the event.
 
-Each bus binds one exclusive, auto-delete queue, and binds it to a job id only while a local
-watcher of that job exists; a MemoryEventBus fans the events out to those watchers. Events a
-bus publishes reach its own watchers at once, without the round trip, and are skipped when the
-broker hands them back. Publishing is fire-and-forget: the job store holds every event and
-watchers fill gaps from it.
+Each bus has one exclusive, auto-delete queue, bound once, when it opens, to the events it is
+interested in: routing keys are `{job_id}.cancel` for cancels and `{job_id}.update` for the rest,
+so a server binds `#` (its watchers may watch any job) and a worker `*.cancel` (the one event it
+must hear of at once; a newer attempt starts only once the worker's lease lapsed, which its own
+heartbeat finds). Watching a job is then a local matter: a MemoryEventBus fans the
+events out, and no watcher waits on the broker (a bind per watch is a synchronous round trip,
+and a channel runs them one at a time). Events a bus publishes reach its own watchers at once and
+are skipped when the broker hands them back. Publishing is fire-and-forget: the job store holds
+every event and watchers fill gaps from it.
 """
 
 from __future__ import annotations
@@ -15,8 +19,7 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import AbstractAsyncContextManager, suppress
 from typing import Any
 
 import aio_pika
@@ -32,7 +35,7 @@ from aio_pika.abc import (
 from core.adapters import codec
 from core.adapters.memory_events import QUEUE_LIMIT, MemoryEventBus
 from core.adapters.rabbitmq import Topology, connect
-from core.jobs import JobEvent
+from core.jobs import JobEvent, JobState, StateChanged
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +66,14 @@ def event_from_dict(data: dict[str, Any]) -> JobEvent:
     )
 
 
-@dataclass
-class _Binding:
-    """How many local watchers want one job id, and whether the queue is bound to it."""
+ALL_EVENTS = "#"
+CANCELS = "*.cancel"
 
-    watchers: int = 0
-    bound: bool = False
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+def routing_key(event: JobEvent) -> str:
+    payload = event.payload
+    cancel = isinstance(payload, StateChanged) and payload.state is JobState.CANCELLED
+    return f"{event.job_id}.{'cancel' if cancel else 'update'}"
 
 
 class RabbitEventBus:
@@ -88,14 +92,19 @@ class RabbitEventBus:
         self._exchange = exchange
         self._queue = queue  # held: a robust channel restores only live queues (aio-pika #536)
         self._local = MemoryEventBus(queue_limit)
-        self._bindings: dict[str, _Binding] = {}
         self._origin = uuid.uuid4().hex  # marks this bus's own events
         self._closed = False
 
     @classmethod
     async def open(
-        cls, url: str, *, topology: Topology | None = None, queue_limit: int = QUEUE_LIMIT
+        cls,
+        url: str,
+        *,
+        topology: Topology | None = None,
+        queue_limit: int = QUEUE_LIMIT,
+        interest: str = ALL_EVENTS,
     ) -> RabbitEventBus:
+        """`interest` is the routing-key pattern this bus receives: ALL_EVENTS or CANCELS."""
         topology = topology or Topology()
         connection = await connect(url, "jobgate events")
         try:
@@ -108,6 +117,7 @@ class RabbitEventBus:
                 exclusive=True,
                 auto_delete=True,
             )
+            await queue.bind(exchange, routing_key=interest)
             bus = cls(connection, channel, exchange, queue, queue_limit)
             await queue.consume(bus._receive, no_ack=True)
         except BaseException:
@@ -127,7 +137,7 @@ class RabbitEventBus:
         )
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-                await self._exchange.publish(message, routing_key=event.job_id)
+                await self._exchange.publish(message, routing_key=routing_key(event))
         except (TimeoutError, *_ERRORS) as exc:
             log.warning(
                 "event %d of job %s not sent to other servers: %s",
@@ -136,21 +146,8 @@ class RabbitEventBus:
                 type(exc).__name__,
             )
 
-    @asynccontextmanager
-    async def subscribe(self, job_id: str) -> AsyncIterator[AsyncIterator[JobEvent]]:
-        if self._closed:
-            async with self._local.subscribe(job_id) as events:
-                yield events
-            return
-        binding = self._bindings.setdefault(job_id, _Binding())
-        binding.watchers += 1
-        try:
-            await self._bind(job_id, binding)
-            async with self._local.subscribe(job_id) as events:
-                yield events
-        finally:
-            binding.watchers -= 1
-            await self._unbind_if_unwatched(job_id, binding)
+    def subscribe(self, job_id: str) -> AbstractAsyncContextManager[AsyncIterator[JobEvent]]:
+        return self._local.subscribe(job_id)
 
     async def close(self) -> None:
         if self._closed:
@@ -159,30 +156,6 @@ class RabbitEventBus:
         await self._local.close()
         with suppress(*_ERRORS):
             await self._connection.close()
-
-    async def _bind(self, job_id: str, binding: _Binding) -> None:
-        async with binding.lock:
-            if binding.bound:
-                return
-            try:
-                await self._queue.bind(self._exchange, routing_key=job_id)
-            except _ERRORS as exc:
-                # Best effort: this watcher still gets this process's events, and the store.
-                log.warning("job %s: cannot watch other servers' events: %r", job_id, exc)
-                return
-            binding.bound = True
-
-    async def _unbind_if_unwatched(self, job_id: str, binding: _Binding) -> None:
-        async with binding.lock:
-            if binding.watchers:
-                return
-            if binding.bound and not self._closed:
-                with suppress(*_ERRORS):
-                    await self._queue.unbind(self._exchange, routing_key=job_id)
-            binding.bound = False
-            # A watcher may have come while unbinding: it binds again, under this lock.
-            if not binding.watchers and self._bindings.get(job_id) is binding:
-                del self._bindings[job_id]
 
     async def _receive(self, message: AbstractIncomingMessage) -> None:
         if message.app_id == self._origin:

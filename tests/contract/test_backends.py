@@ -26,7 +26,7 @@ def settings(tmp_path: Path) -> Settings:
 
 
 async def test_the_embedded_backends_open_under_the_data_dir(settings: Settings) -> None:
-    backends = await open_backends(settings, CATALOG, serve_blobs=True)
+    backends = await open_backends(settings, CATALOG, serves_api=True)
     try:
         await backends.blobs.put("hello.txt", b"hi", "text/plain")
         url = await backends.blobs.download_url("hello.txt", timedelta(minutes=1))
@@ -44,7 +44,7 @@ async def test_the_embedded_backends_open_under_the_data_dir(settings: Settings)
         "blob-secret",
     }
     assert backends.catalog is CATALOG
-    reopened = await open_backends(settings, CATALOG, serve_blobs=False)
+    reopened = await open_backends(settings, CATALOG, serves_api=False)
     try:
         assert await reopened.accounts.authenticate(key) is not None
         assert await reopened.blobs.get("hello.txt") == b"hi"
@@ -53,12 +53,12 @@ async def test_the_embedded_backends_open_under_the_data_dir(settings: Settings)
 
 
 async def test_backends_keep_their_state_across_a_restart(settings: Settings) -> None:
-    backends = await open_backends(settings, CATALOG, serve_blobs=False)
+    backends = await open_backends(settings, CATALOG, serves_api=False)
     job = NewJob("j1", "dev", "local/echo", JobInput(prompt="x"), datetime.now(UTC))
     await backends.jobs.create(job)
     await backends.close()
 
-    backends = await open_backends(settings, CATALOG, serve_blobs=False)
+    backends = await open_backends(settings, CATALOG, serves_api=False)
     try:
         found = await backends.jobs.get("j1")
     finally:
@@ -75,7 +75,7 @@ async def test_store_paths_get_their_parent_folders(tmp_path: Path, settings: Se
         blob_store_url=f"file://{deep / 'blobs'}",
     )
 
-    backends = await open_backends(settings, CATALOG, serve_blobs=False)
+    backends = await open_backends(settings, CATALOG, serves_api=False)
     await backends.close()
 
     assert (deep / "jobs.db").exists()
@@ -104,21 +104,21 @@ async def test_bad_settings_fail_with_one_clear_line(
     settings: Settings, changes: dict[str, str], message: str
 ) -> None:
     with pytest.raises(ConfigError) as raised:
-        await open_backends(replace(settings, **changes), CATALOG, serve_blobs=True)
+        await open_backends(replace(settings, **changes), CATALOG, serves_api=True)
 
     assert message in str(raised.value)
     assert "\n" not in str(raised.value)
 
 
 async def test_a_failure_closes_the_backends_already_open(settings: Settings) -> None:
-    taken = await open_backends(settings, CATALOG, serve_blobs=True)
+    taken = await open_backends(settings, CATALOG, serves_api=True)
     url = await taken.blobs.download_url("x", timedelta(minutes=1))
     busy_port = url.split("/")[2]
     before = set(threading.enumerate())
     try:
         with pytest.raises(ConfigError, match="cannot listen"):
             await open_backends(
-                replace(settings, blob_http_listen=busy_port), CATALOG, serve_blobs=True
+                replace(settings, blob_http_listen=busy_port), CATALOG, serves_api=True
             )
         # The job and account stores it opened first were closed: their threads are gone.
         assert await _threads_started_since(before) == set()

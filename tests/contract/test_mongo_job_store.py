@@ -159,7 +159,7 @@ async def test_open_backends_uses_mongodb_for_a_mongodb_url(
     tmp_path: Path, mongo_database_url: str
 ) -> None:
     backends = await open_backends(
-        _settings(tmp_path, mongo_database_url), Catalog([]), serve_blobs=False
+        _settings(tmp_path, mongo_database_url), Catalog([]), serves_api=False
     )
     try:
         assert isinstance(backends.jobs, MongoJobStore)
@@ -172,7 +172,7 @@ async def test_an_unreachable_mongodb_fails_start_up_fast_with_one_line(tmp_path
     started = time.monotonic()
 
     with pytest.raises(ConfigError) as caught:
-        await open_backends(_settings(tmp_path, url), Catalog([]), serve_blobs=False)
+        await open_backends(_settings(tmp_path, url), Catalog([]), serves_api=False)
 
     message = str(caught.value)
     assert message.startswith(f"JOBGATE_JOB_STORE_URL={url!r}: cannot reach MongoDB within 0.3 s")
@@ -185,4 +185,4 @@ async def test_a_malformed_mongodb_url_fails_start_up_with_one_line(
     tmp_path: Path, url: str
 ) -> None:
     with pytest.raises(ConfigError, match=r"^JOBGATE_JOB_STORE_URL=.*: malformed MongoDB URL"):
-        await open_backends(_settings(tmp_path, url), Catalog([]), serve_blobs=False)
+        await open_backends(_settings(tmp_path, url), Catalog([]), serves_api=False)

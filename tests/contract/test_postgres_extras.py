@@ -307,7 +307,7 @@ async def test_an_unusable_postgres_url_fails_start_up_with_one_line(
     )
 
     with pytest.raises(ConfigError) as raised:
-        await open_backends(settings, Catalog([]), serve_blobs=False)
+        await open_backends(settings, Catalog([]), serves_api=False)
 
     message = str(raised.value)
     assert message.startswith(f"JOBGATE_{setting.upper()}={url!r}: {problem}")
@@ -324,7 +324,7 @@ async def test_postgres_urls_open_both_stores_in_one_database(
         blob_http_listen="127.0.0.1:0",
     )
 
-    backends = await open_backends(settings, Catalog([]), serve_blobs=False)
+    backends = await open_backends(settings, Catalog([]), serves_api=False)
     try:
         key = await backends.accounts.create_key("alice")
         job, _ = await backends.jobs.create(new_job())

@@ -18,10 +18,10 @@ import pytest
 from core.adapters.dead_letters import DeadLetters
 from core.adapters.rabbitmq import QueueType, RabbitError, Topology, Unroutable
 from core.adapters.rabbitmq_broker import RabbitBroker
-from core.adapters.rabbitmq_events import RabbitEventBus
+from core.adapters.rabbitmq_events import CANCELS, RabbitEventBus
 from core.backends import Backends, open_backends
 from core.errors import ConfigError, Reason
-from core.jobs import JobError, JobEvent, JobState, LogLine, Progress
+from core.jobs import JobError, JobEvent, JobState, LogLine, Progress, StateChanged
 from core.ports import Delivery, JobMessage
 from core.providers.base import RunContext
 from core.providers.local import LocalProvider
@@ -220,7 +220,7 @@ async def rabbit_backends(
     )
     settings.data_dir.mkdir(parents=True)
     backends = await open_backends(
-        settings, ProviderRegistry([LocalProvider()]).catalog, serve_blobs=False
+        settings, ProviderRegistry([LocalProvider()]).catalog, serves_api=False
     )
     yield backends
     await backends.close()
@@ -319,6 +319,31 @@ async def test_an_event_published_on_one_server_reaches_watchers_on_another_in_o
         await two.close()
 
 
+async def test_a_worker_bus_gets_other_processes_cancels_and_nothing_else(
+    rabbitmq_url: str, rabbitmq_topology: Topology
+) -> None:
+    server = await RabbitEventBus.open(rabbitmq_url, topology=rabbitmq_topology)
+    worker = await RabbitEventBus.open(rabbitmq_url, topology=rabbitmq_topology, interest=CANCELS)
+    job_id = uuid.uuid4().hex
+    now = datetime.now(UTC)
+    progress = JobEvent(job_id, 3, now, 1, Progress(0.5))
+    running = JobEvent(job_id, 2, now, 1, StateChanged(JobState.RUNNING))
+    cancel = JobEvent(
+        job_id, 4, now, 1, StateChanged(JobState.CANCELLED, JobError(Reason.CANCELLED, "bye"))
+    )
+    try:
+        async with worker.subscribe(job_id) as events:
+            for event in (running, progress, cancel):
+                await server.publish(event)
+
+            assert await asyncio.wait_for(anext(events), WAIT_SECONDS) == cancel
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(anext(events), 0.2)
+    finally:
+        await server.close()
+        await worker.close()
+
+
 async def test_an_unreachable_broker_is_one_clear_line_naming_what_to_start(
     tmp_path: Path,
 ) -> None:
@@ -328,9 +353,7 @@ async def test_an_unreachable_broker_is_one_clear_line_naming_what_to_start(
         broker_url="amqp://guest:s3cret@127.0.0.1:1/",
     )
     with pytest.raises(ConfigError) as raised:
-        await open_backends(
-            settings, ProviderRegistry([LocalProvider()]).catalog, serve_blobs=False
-        )
+        await open_backends(settings, ProviderRegistry([LocalProvider()]).catalog, serves_api=False)
 
     message = raised.value.message
     assert message.startswith("JOBGATE_BROKER_URL")

@@ -131,7 +131,7 @@ async def test_an_unreachable_endpoint_is_one_line_naming_the_setting(tmp_path: 
     settings = s3_settings(tmp_path, s3_endpoint_url=f"http://127.0.0.1:{closed_port()}")
 
     with pytest.raises(ConfigError) as caught:
-        await open_backends(settings, Catalog([]), serve_blobs=False)
+        await open_backends(settings, Catalog([]), serves_api=False)
 
     message = str(caught.value)
     assert message.startswith("JOBGATE_BLOB_STORE_URL='s3://jobgate-unused': cannot reach S3")
@@ -154,7 +154,7 @@ async def test_malformed_s3_settings_are_config_errors_naming_them(
     tmp_path: Path, changes: dict[str, object], named: str
 ) -> None:
     with pytest.raises(ConfigError, match=named):
-        await open_backends(s3_settings(tmp_path, **changes), Catalog([]), serve_blobs=False)
+        await open_backends(s3_settings(tmp_path, **changes), Catalog([]), serves_api=False)
 
 
 def test_s3_settings_come_from_the_environment(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ def settings(tmp_path: Path) -> Settings:
 async def backends(settings: Settings) -> AsyncIterator[Backends]:
     settings.data_dir.mkdir(parents=True)
     catalog = Catalog([*builtin_registry().catalog, FILES_MODEL])
-    opened = await open_backends(settings, catalog, serve_blobs=True)
+    opened = await open_backends(settings, catalog, serves_api=True)
     yield opened
     await opened.close()
 

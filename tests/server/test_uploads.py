@@ -81,7 +81,7 @@ async def start_gateway(upload_settings: Settings) -> AsyncIterator[StartGateway
         settings = replace(upload_settings, **changes)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         registry = builtin_registry()
-        backends = await open_backends(settings, registry.catalog, serve_blobs=True)
+        backends = await open_backends(settings, registry.catalog, serves_api=True)
         stops.append(backends.close)
         worker = Worker(backends, registry, concurrency=2)
         worker_task = asyncio.create_task(worker.run())

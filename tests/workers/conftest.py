@@ -25,7 +25,7 @@ async def backends(tmp_path: Path) -> AsyncIterator[Backends]:
     settings = Settings(data_dir=tmp_path / "data", blob_http_listen="127.0.0.1:0")
     settings.data_dir.mkdir(parents=True)
     opened = await open_backends(
-        settings, ProviderRegistry([LocalProvider()]).catalog, serve_blobs=False
+        settings, ProviderRegistry([LocalProvider()]).catalog, serves_api=False
     )
     yield opened
     await opened.close()
