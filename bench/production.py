@@ -99,7 +99,9 @@ async def jobgate_rows(
     idle = await idle_streams(service, streams, args.channels * 4) if streams else []
     latencies = await create_latency(service, args.rate, args.seconds)
     p99 = percentile(latencies, 0.99)
+    refused = sum(1 for latency in latencies if latency == float("inf"))
     return jobs_per_second, [
+        Result(f"jobgate ({label}) CreateJob refused @ {args.rate:.0f}/s", refused, "calls"),
         *idle,
         Result(f"jobgate ({label}) end to end", jobs_per_second, "jobs/s"),
         Result(
