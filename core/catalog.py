@@ -50,6 +50,9 @@ class ModelSpec:
     inputs: tuple[InputSpec, ...]
     outputs: tuple[OutputKind, ...]
     price: Price = Price()
+    # The most price units one job can use (images, output seconds or tokens, by price.unit):
+    # what a job's hold is sized by before it runs.
+    max_units: int = 0
 
     @property
     def provider(self) -> str:

@@ -52,6 +52,7 @@ class AttemptContext:
         self._blobs = blobs
         self._blob_counts: dict[str, int] = {}
         self._input_files = {ref.key for ref in job.input.files}
+        self.usage_units = 0
 
     @property
     def job(self) -> Job:
@@ -109,6 +110,11 @@ class AttemptContext:
             raise
         except Exception as error:
             raise BackendUnavailable(f"could not read input file {ref.key}") from error
+
+    def report_usage(self, units: int) -> None:
+        if units < 0:
+            raise ValueError(f"usage must not be negative, not {units}")
+        self.usage_units = units
 
     def blob_key(self, label: str, index: int, content_type: str) -> str:
         """Tenant-scoped and attempt-scoped, so attempts and tenants never share a blob."""

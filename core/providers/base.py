@@ -39,6 +39,11 @@ class RunContext(Protocol):
     async def read_file(self, ref: BlobRef) -> bytes:
         """The content of one of the job's input files."""
 
+    def report_usage(self, units: int) -> None:
+        """How many of the model's price units this attempt used: images, output seconds or
+        tokens, as the model's `price.unit` says. The job is charged for the last value
+        reported, at most the model's `max_units`."""
+
 
 class Provider(Protocol):
     """Runs the models it lists. Returning normally means SUCCEEDED; raising JobFailed means
