@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -39,17 +39,16 @@ class CpuMeter:
 
     pids: Mapping[str, int]
     services: tuple[str, ...] = ("beam.smp", "postgres")
+    spent: dict[str, float] = field(default_factory=dict)
 
     def start(self) -> None:
         self._before = self._sample()
 
-    def stop(self) -> dict[str, float]:
-        after = self._sample()
-        totals: dict[str, float] = {}
-        for (pid, label), seconds in after.items():
-            spent = seconds - self._before.get((pid, label), 0.0)
-            totals[label] = totals.get(label, 0.0) + spent
-        return totals
+    def stop(self) -> None:
+        self.spent = {}
+        for (pid, label), seconds in self._sample().items():
+            used = seconds - self._before.get((pid, label), 0.0)
+            self.spent[label] = self.spent.get(label, 0.0) + used
 
     def _sample(self) -> dict[tuple[int, str], float]:
         labelled = {pid: label for label, pid in self.pids.items()}

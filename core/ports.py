@@ -156,12 +156,23 @@ class Broker(Protocol):
     async def close(self) -> None: ...
 
 
+class Subscription(Protocol):
+    """One job's live events. Waiting for the next one may be cancelled (a timeout) without
+    losing any; close() ends the iteration once what arrived before it is taken."""
+
+    def __aiter__(self) -> AsyncIterator[JobEvent]: ...
+
+    async def __anext__(self) -> JobEvent: ...
+
+    def close(self) -> None: ...
+
+
 class EventBus(Protocol):
     """Carries job events live from whoever records them to every server feeding watchers."""
 
     async def publish(self, event: JobEvent) -> None: ...
 
-    def subscribe(self, job_id: str) -> AbstractAsyncContextManager[AsyncIterator[JobEvent]]:
+    def subscribe(self, job_id: str) -> AbstractAsyncContextManager[Subscription]:
         """Events of one job published from now on. Best effort: watchers fill gaps from the
         job store, which stays the source of truth."""
 

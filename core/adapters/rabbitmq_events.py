@@ -25,7 +25,7 @@ import logging
 import os
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, suppress
 from typing import Any
 
@@ -43,6 +43,7 @@ from core.adapters import codec
 from core.adapters.memory_events import QUEUE_LIMIT, MemoryEventBus
 from core.adapters.rabbitmq import Topology, connect
 from core.jobs import JobEvent, JobState, StateChanged
+from core.ports import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class RabbitEventBus:
         self._backlog.append(event)
         self._queued.set()
 
-    def subscribe(self, job_id: str) -> AbstractAsyncContextManager[AsyncIterator[JobEvent]]:
+    def subscribe(self, job_id: str) -> AbstractAsyncContextManager[Subscription]:
         return self._local.subscribe(job_id)
 
     async def close(self) -> None:
