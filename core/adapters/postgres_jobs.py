@@ -13,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 import asyncpg
 
 from core.adapters import codec
+from core.adapters.batching import Batcher
 from core.adapters.postgres import DEFAULT_POOL_SIZE, close_pool, open_pool
 from core.errors import AlreadyExists, InvalidArgument
 from core.jobs import (
@@ -87,6 +89,27 @@ _CLAIM = (
     + f" SELECT {JOB_COLUMNS} FROM job"
 )
 
+# The batch forms of the hot writes (see core.adapters.batching): one statement for many jobs,
+# each with its own arguments, joined to the rows they change by id.
+_JOB_COLUMNS_OF_JOBS = ", ".join(f"jobs.{c.strip()}" for c in JOB_COLUMNS.split(","))
+
+_CLAIM_BATCH = (
+    f"""WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])
+        AS i(id, now, until)
+), job AS (
+    UPDATE jobs SET state = {_RUNNING}, attempt = jobs.attempt + 1, progress = NULL,
+        outputs = '[]', start_time = i.now, lease_expire_time = i.until,
+        event_sequence = jobs.event_sequence + 1
+    FROM input i
+    WHERE jobs.id = i.id AND (jobs.state = {_QUEUED} OR (jobs.state = {_RUNNING}
+        AND (jobs.lease_expire_time IS NULL OR jobs.lease_expire_time <= i.now)))
+    RETURNING {_JOB_COLUMNS_OF_JOBS}, i.now
+)"""
+    + _INSERT_EVENT.format(time="now", payload="$4")
+    + f" SELECT {JOB_COLUMNS} FROM job"
+)
+
 _HEARTBEAT = (
     f"UPDATE jobs SET lease_expire_time = $3 WHERE id = $1 AND state = {_RUNNING}"
     " AND attempt = $2 RETURNING true"
@@ -109,6 +132,26 @@ _RECORD = {
     for kind, change in _RECORD_CHANGES.items()
 }
 
+_RECORD_BATCH_CHANGES = {
+    Progress: "progress = i.payload::jsonb - 'kind',",
+    Output: "outputs = jobs.outputs || jsonb_build_array(i.payload::jsonb - 'kind'),",
+    LogLine: "",
+}
+_RECORD_BATCH = {
+    kind: f"""WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::text[])
+        AS i(id, attempt, now, payload)
+), job AS (
+    UPDATE jobs SET {change} event_sequence = jobs.event_sequence + 1
+    FROM input i
+    WHERE jobs.id = i.id AND jobs.state = {_RUNNING} AND jobs.attempt = i.attempt
+    RETURNING jobs.id, jobs.event_sequence, jobs.attempt, i.now, i.payload
+)"""
+    + _INSERT_EVENT.format(time="now", payload="payload")
+    + " SELECT id, event_sequence FROM job"
+    for kind, change in _RECORD_BATCH_CHANGES.items()
+}
+
 _FINISH = (
     f"""WITH job AS (
     UPDATE jobs SET state = $3, error = $4::jsonb, end_time = $5, lease_expire_time = NULL,
@@ -118,6 +161,21 @@ _FINISH = (
 )"""
     + _INSERT_EVENT.format(time="$5", payload="$6")
     + " SELECT event_sequence FROM job"
+)
+
+_FINISH_BATCH = (
+    f"""WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::timestamptz[],
+        $6::text[]) AS i(id, attempt, state, error, now, payload)
+), job AS (
+    UPDATE jobs SET state = i.state, error = i.error::jsonb, end_time = i.now,
+        lease_expire_time = NULL, event_sequence = jobs.event_sequence + 1
+    FROM input i
+    WHERE jobs.id = i.id AND jobs.state = {_RUNNING} AND jobs.attempt = i.attempt
+    RETURNING jobs.id, jobs.event_sequence, jobs.attempt, i.now, i.payload
+)"""
+    + _INSERT_EVENT.format(time="now", payload="payload")
+    + " SELECT id, event_sequence FROM job"
 )
 
 _CANCEL = (
@@ -156,11 +214,53 @@ _UNPUBLISHED_JOBS = (
 )
 
 
+class _Claim(NamedTuple):
+    job_id: str
+    now: datetime
+    until: datetime | None
+
+
+class _Record(NamedTuple):
+    job_id: str
+    attempt: int
+    now: datetime
+    payload: str
+
+
+class _Finish(NamedTuple):
+    job_id: str
+    attempt: int
+    state: str
+    error: str | None
+    now: datetime
+    payload: str
+
+
+_CLAIM_PAYLOAD = codec.dumps(codec.payload_to_dict(StateChanged(JobState.RUNNING)))
+
+
+def _by_job(calls: Sequence[_Claim | _Record | _Finish], rows: Sequence[Any]) -> list[Any]:
+    """Each call's row of a batch statement, or None where its job did not change."""
+    found = {row["id"]: row for row in rows}
+    return [found.get(call.job_id) for call in calls]
+
+
 class PostgresJobStore:
-    """Jobs and events in PostgreSQL; see core.ports.JobStore for the semantics."""
+    """Jobs and events in PostgreSQL; see core.ports.JobStore for the semantics.
+
+    Claims, records and finishes, the calls every job makes, go through batchers: made at the
+    same time, they share one statement (see core.adapters.batching)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._claims = Batcher(_job_of, self._claim_batch, self._claim_one)
+        self._records = {
+            kind: Batcher(
+                _job_of, partial(self._record_batch, kind), partial(self._record_one, kind)
+            )
+            for kind in _RECORD
+        }
+        self._finishes = Batcher(_job_of, self._finish_batch, self._finish_one)
 
     @classmethod
     async def open(cls, dsn: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> PostgresJobStore:
@@ -239,9 +339,7 @@ class PostgresJobStore:
 
     async def claim(self, job_id: str, lease: timedelta = timedelta(0)) -> Claimed | Held | None:
         now = _now()
-        until = lease_end(now, lease)
-        payload = StateChanged(JobState.RUNNING)
-        row = await self._pool.fetchrow(_CLAIM, job_id, now, _payload(payload), until)
+        row = await self._claims(_Claim(job_id, now, lease_end(now, lease)))
         if row is None:
             # A new statement: it sees the lease (or the end) that made the claim fail.
             found = await self.get(job_id)
@@ -249,7 +347,16 @@ class PostgresJobStore:
                 return None
             return Held(found, found.lease_expire_time or now)
         job = _job_from_row(row)
+        payload = StateChanged(JobState.RUNNING)
         return Claimed(job, JobEvent(job_id, job.event_sequence, now, job.attempt, payload))
+
+    async def _claim_one(self, call: _Claim) -> Any:
+        return await self._pool.fetchrow(_CLAIM, call.job_id, call.now, _CLAIM_PAYLOAD, call.until)
+
+    async def _claim_batch(self, calls: Sequence[_Claim]) -> list[Any]:
+        ids, nows, untils = zip(*calls, strict=True)
+        rows = await self._pool.fetch(_CLAIM_BATCH, ids, nows, untils, _CLAIM_PAYLOAD)
+        return _by_job(calls, rows)
 
     async def heartbeat(self, job_id: str, attempt: int, lease: timedelta) -> bool:
         until = lease_end(_now(), lease)
@@ -258,15 +365,22 @@ class PostgresJobStore:
     async def record(
         self, job_id: str, attempt: int, payload: Progress | LogLine | Output
     ) -> JobEvent | None:
-        statement = _RECORD.get(type(payload))
-        if statement is None:
+        batcher = self._records.get(type(payload))
+        if batcher is None:
             raise TypeError(f"record() takes Progress, LogLine or Output, not {payload!r}")
         now = _now()
         with _text_storable("payload"):
-            sequence = await self._pool.fetchval(statement, job_id, attempt, now, _payload(payload))
+            sequence = await batcher(_Record(job_id, attempt, now, _payload(payload)))
         if sequence is None:
             return None
         return JobEvent(job_id, sequence, now, attempt, payload)
+
+    async def _record_one(self, kind: type, call: _Record) -> int | None:
+        return await self._pool.fetchval(_RECORD[kind], *call)
+
+    async def _record_batch(self, kind: type, calls: Sequence[_Record]) -> list[int | None]:
+        rows = await self._pool.fetch(_RECORD_BATCH[kind], *zip(*calls, strict=True))
+        return [row and row["event_sequence"] for row in _by_job(calls, rows)]
 
     async def finish(
         self, job_id: str, attempt: int, state: JobState, error: JobError | None = None
@@ -275,12 +389,18 @@ class PostgresJobStore:
             raise ValueError(f"finish() needs a terminal state, not {state}")
         now = _now()
         payload = StateChanged(state, error)
-        sequence = await self._pool.fetchval(
-            _FINISH, job_id, attempt, state.value, _error(error), now, _payload(payload)
-        )
+        call = _Finish(job_id, attempt, state.value, _error(error), now, _payload(payload))
+        sequence = await self._finishes(call)
         if sequence is None:
             return None
         return JobEvent(job_id, sequence, now, attempt, payload)
+
+    async def _finish_one(self, call: _Finish) -> int | None:
+        return await self._pool.fetchval(_FINISH, *call)
+
+    async def _finish_batch(self, calls: Sequence[_Finish]) -> list[int | None]:
+        rows = await self._pool.fetch(_FINISH_BATCH, *zip(*calls, strict=True))
+        return [row and row["event_sequence"] for row in _by_job(calls, rows)]
 
     async def cancel(self, job_id: str, error: JobError) -> tuple[Job, JobEvent | None] | None:
         now = _now()
@@ -332,6 +452,10 @@ def _text_storable(field: str) -> Iterator[None]:
         raise InvalidArgument(
             field, f"{field} holds a character PostgreSQL cannot store (NUL, U+0000): {exc}"
         ) from exc
+
+
+def _job_of(call: _Claim | _Record | _Finish) -> str:
+    return call.job_id
 
 
 def _now() -> datetime:
