@@ -72,6 +72,22 @@ _CREATE = (
     + " SELECT count(*) FROM job"
 )
 
+_CREATE_BATCH = (
+    f"""WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+        $6::text[], $7::text[]) AS i(id, owner, model, input, create_time, request_id, fingerprint)
+), job AS (
+    INSERT INTO jobs (id, owner, model, input, state, create_time, event_sequence, request_id,
+                      fingerprint)
+    SELECT id, owner, model, input::jsonb, {_QUEUED}, create_time, 1, request_id, fingerprint
+    FROM input
+    ON CONFLICT (owner, request_id) DO NOTHING
+    RETURNING id, create_time, 1 AS event_sequence, 0 AS attempt
+)"""
+    + _INSERT_EVENT.format(time="create_time", payload="$8")
+    + " SELECT id FROM job"
+)
+
 _SELECT_BY_REQUEST = (
     f"SELECT {JOB_COLUMNS}, fingerprint FROM jobs WHERE owner = $1 AND request_id = $2"
 )
@@ -190,11 +206,17 @@ _CANCEL = (
 )
 
 _SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+_SELECT_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1::text[])"
 
 _JOBS_AHEAD = (
     f"SELECT count(*) FROM jobs WHERE state = {_QUEUED} AND model = $1"
     " AND (create_time, id) < ($2, $3)"
 )
+_JOBS_AHEAD_BATCH = f"""SELECT i.id, (
+    SELECT count(*) FROM jobs WHERE state = {_QUEUED} AND model = i.model
+        AND (create_time, id) < (i.create_time, i.id)
+) AS ahead
+FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS i(model, create_time, id)"""
 
 _EVENTS = (
     "SELECT sequence, time, attempt, payload FROM job_events"
@@ -236,6 +258,27 @@ class _Finish(NamedTuple):
     payload: str
 
 
+class _Create(NamedTuple):
+    job_id: str
+    owner: str
+    model: str
+    input: str
+    create_time: datetime
+    request_id: str | None
+    fingerprint: str
+
+    def key(self) -> tuple[str, str]:
+        """Two creates with one request_id never share a statement, as two writes of one job."""
+        return (self.owner, self.request_id) if self.request_id else ("", self.job_id)
+
+
+class _Ahead(NamedTuple):
+    model: str
+    create_time: datetime
+    job_id: str
+
+
+_QUEUED_PAYLOAD = codec.dumps(codec.payload_to_dict(StateChanged(JobState.QUEUED)))
 _CLAIM_PAYLOAD = codec.dumps(codec.payload_to_dict(StateChanged(JobState.RUNNING)))
 
 
@@ -248,11 +291,12 @@ def _by_job(calls: Sequence[_Claim | _Record | _Finish], rows: Sequence[Any]) ->
 class PostgresJobStore:
     """Jobs and events in PostgreSQL; see core.ports.JobStore for the semantics.
 
-    Claims, records and finishes, the calls every job makes, go through batchers: made at the
-    same time, they share one statement (see core.adapters.batching)."""
+    The calls every job makes (create, claim, record, finish, and a watch's get and queue count) go
+    through batchers: made at the same time, they share one statement (core.adapters.batching)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._creates = Batcher(_Create.key, self._create_batch, self._create_one)
         self._claims = Batcher(_job_of, self._claim_batch, self._claim_one)
         self._records = {
             kind: Batcher(
@@ -261,6 +305,8 @@ class PostgresJobStore:
             for kind in _RECORD
         }
         self._finishes = Batcher(_job_of, self._finish_batch, self._finish_one)
+        self._gets = Batcher(str, self._get_batch, self._get_one)
+        self._counts = Batcher(_job_of, self._ahead_batch, self._ahead_one)
 
     @classmethod
     async def open(cls, dsn: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> PostgresJobStore:
@@ -273,18 +319,17 @@ class PostgresJobStore:
     async def create(self, job: NewJob) -> tuple[Job, bool]:
         fingerprint = job.fingerprint()
         create_time = codec.utc(job.create_time)
+        call = _Create(
+            job.id,
+            job.owner,
+            job.model,
+            codec.dumps(codec.input_to_dict(job.input)),
+            create_time,
+            job.request_id,
+            fingerprint,
+        )
         with _text_storable("job.input"):
-            inserted = await self._pool.fetchval(
-                _CREATE,
-                job.id,
-                job.owner,
-                job.model,
-                codec.dumps(codec.input_to_dict(job.input)),
-                create_time,
-                job.request_id,
-                fingerprint,
-                _payload(StateChanged(JobState.QUEUED)),
-            )
+            inserted = await self._creates(call)
         if inserted:
             created = Job(
                 id=job.id,
@@ -306,9 +351,24 @@ class PostgresJobStore:
             )
         return _job_from_row(row), False
 
+    async def _create_one(self, call: _Create) -> bool:
+        return bool(await self._pool.fetchval(_CREATE, *call, _QUEUED_PAYLOAD))
+
+    async def _create_batch(self, calls: Sequence[_Create]) -> list[bool]:
+        rows = await self._pool.fetch(_CREATE_BATCH, *zip(*calls, strict=True), _QUEUED_PAYLOAD)
+        created = {row["id"] for row in rows}
+        return [call.job_id in created for call in calls]
+
     async def get(self, job_id: str) -> Job | None:
-        row = await self._pool.fetchrow(_SELECT_JOB, job_id)
+        row = await self._gets(job_id)
         return _job_from_row(row) if row else None
+
+    async def _get_one(self, job_id: str) -> Any:
+        return await self._pool.fetchrow(_SELECT_JOB, job_id)
+
+    async def _get_batch(self, job_ids: Sequence[str]) -> list[Any]:
+        found = {row["id"]: row for row in await self._pool.fetch(_SELECT_JOBS, job_ids)}
+        return [found.get(job_id) for job_id in job_ids]
 
     async def list(self, query: JobQuery) -> list[Job]:
         where = ["owner = $1"]
@@ -332,10 +392,15 @@ class PostgresJobStore:
         return [_job_from_row(row) for row in rows]
 
     async def jobs_ahead(self, job: Job) -> int:
-        count = await self._pool.fetchval(
-            _JOBS_AHEAD, job.model, codec.utc(job.create_time), job.id
-        )
-        return int(count)
+        return await self._counts(_Ahead(job.model, codec.utc(job.create_time), job.id))
+
+    async def _ahead_one(self, call: _Ahead) -> int:
+        return int(await self._pool.fetchval(_JOBS_AHEAD, *call))
+
+    async def _ahead_batch(self, calls: Sequence[_Ahead]) -> list[int]:
+        rows = await self._pool.fetch(_JOBS_AHEAD_BATCH, *zip(*calls, strict=True))
+        counts = {row["id"]: int(row["ahead"]) for row in rows}
+        return [counts[call.job_id] for call in calls]
 
     async def claim(self, job_id: str, lease: timedelta = timedelta(0)) -> Claimed | Held | None:
         now = _now()
@@ -454,7 +519,7 @@ def _text_storable(field: str) -> Iterator[None]:
         ) from exc
 
 
-def _job_of(call: _Claim | _Record | _Finish) -> str:
+def _job_of(call: _Claim | _Record | _Finish | _Ahead) -> str:
     return call.job_id
 
 
