@@ -71,7 +71,9 @@ async def _api_key(accounts_url: str) -> str:
 
 
 @contextlib.contextmanager
-def jobgate_stack(job_store: str, concurrency: int) -> Iterator[tuple[RunningService, Processes]]:
+def jobgate_stack(
+    job_store: str, concurrency: int, queue_type: str = "quorum"
+) -> Iterator[tuple[RunningService, Processes]]:
     """The whole production stack on scratch resources, and its processes by label;
     `job_store` is "postgresql" or a mongodb:// URL."""
     with (
@@ -86,6 +88,7 @@ def jobgate_stack(job_store: str, concurrency: int) -> Iterator[tuple[RunningSer
             "JOBGATE_ACCOUNT_STORE_URL": postgres,
             "JOBGATE_BLOB_HTTP_LISTEN": "127.0.0.1:0",
             "JOBGATE_WORKER_CONCURRENCY": str(concurrency),
+            "JOBGATE_RABBITMQ_QUEUE_TYPE": queue_type,
         }
         # Migrations run once here, before the processes race to apply them.
         key = asyncio.run(_api_key(postgres))
@@ -234,6 +237,13 @@ def measure(args: argparse.Namespace) -> list[Result]:
     with jobgate_stack("postgresql", args.concurrency) as stack:
         ours, rows = asyncio.run(jobgate_rows(stack, "PostgreSQL", args, args.streams))
         results += rows
+    # Celery's queues are classic ones: the same kind of queue, for the like-for-like ratio.
+    with jobgate_stack("postgresql", args.concurrency, "classic") as (service, processes):
+        meter = CpuMeter(processes)
+        classic = asyncio.run(throughput(service, args.jobs, args.in_flight, args.channels, meter))
+        label = "PostgreSQL, classic queues"
+        results += [Result(f"jobgate ({label}) end to end", classic, "jobs/s")]
+        results += cpu_rows(meter, args.jobs, label)
     if args.mongo_url:
         with jobgate_stack(args.mongo_url, args.concurrency) as stack:
             results += asyncio.run(jobgate_rows(stack, "MongoDB", args))[1]
@@ -250,6 +260,7 @@ def measure(args: argparse.Namespace) -> list[Result]:
         Result("jobgate (PostgreSQL) / Celery no backend", ours / bare, "x"),
         Result("jobgate (PostgreSQL) / Celery rpc backend", ours / with_backend, "x"),
         Result("jobgate (PostgreSQL) / raw aio-pika", ours / ceiling, "x"),
+        Result("jobgate (classic queues) / Celery no backend", classic / bare, "x"),
     ]
     return results
 
