@@ -29,6 +29,7 @@ from core.jobs import (
     NewJob,
     Output,
     Progress,
+    ProviderTask,
     StateChanged,
     lease_end,
     sources_of,
@@ -39,7 +40,8 @@ MIGRATIONS = "jobs"
 
 JOB_COLUMNS = (
     "id, owner, model, input, state, attempt, progress, outputs, error,"
-    " create_time, start_time, end_time, event_sequence, request_id, lease_expire_time"
+    " create_time, start_time, end_time, event_sequence, request_id, lease_expire_time,"
+    " provider_task"
 )
 
 
@@ -108,6 +110,11 @@ _RECORD = {
     + " SELECT event_sequence FROM job"
     for kind, change in _RECORD_CHANGES.items()
 }
+
+_SET_PROVIDER_TASK = (
+    f"UPDATE jobs SET provider_task = $3::jsonb WHERE id = $1 AND state = {_RUNNING}"
+    " AND attempt = $2 RETURNING true"
+)
 
 _FINISH = (
     f"""WITH job AS (
@@ -268,6 +275,11 @@ class PostgresJobStore:
             return None
         return JobEvent(job_id, sequence, now, attempt, payload)
 
+    async def set_provider_task(self, job_id: str, attempt: int, task: ProviderTask) -> bool:
+        text = codec.dumps(codec.provider_task_to_dict(task))
+        with _text_storable("provider_task"):
+            return bool(await self._pool.fetchval(_SET_PROVIDER_TASK, job_id, attempt, text))
+
     async def finish(
         self, job_id: str, attempt: int, state: JobState, error: JobError | None = None
     ) -> JobEvent | None:
@@ -347,7 +359,7 @@ def _error(error: JobError | None) -> str | None:
 
 
 def _job_from_row(row: Mapping[str, Any]) -> Job:
-    progress, error = row["progress"], row["error"]
+    progress, error, task = row["progress"], row["error"], row["provider_task"]
     return Job(
         id=row["id"],
         owner=row["owner"],
@@ -364,4 +376,5 @@ def _job_from_row(row: Mapping[str, Any]) -> Job:
         event_sequence=row["event_sequence"],
         request_id=row["request_id"],
         lease_expire_time=row["lease_expire_time"],
+        provider_task=codec.provider_task_from_dict(codec.loads(task)) if task else None,
     )
