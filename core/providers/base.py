@@ -58,6 +58,11 @@ class RunContext(Protocol):
         """A short-lived URL that GETs one of the job's input files without credentials, for
         providers that fetch inputs themselves."""
 
+    async def cancelled(self) -> bool:
+        """Whether the job's owner cancelled it: what a provider asks, once its run is cancelled,
+        before cancelling its task at the provider (not when the worker is only stopping, or a
+        newer attempt took over: those resume the task)."""
+
     async def record_provider_task(self, task_id: str) -> None:
         """Records, durably and before the task is polled, that the provider runs `task_id` for
         `job.model`: a later attempt finds it as `job.provider_task` and resumes it."""
@@ -69,10 +74,12 @@ class RunContext(Protocol):
 
 
 class Provider(Protocol):
-    """Runs the models it lists. Returning normally means SUCCEEDED; raising JobFailed means
-    FAILED with its reason (INVALID_INPUT for input the model cannot use); any other exception
-    is a bug of the provider: the job ends FAILED with PROVIDER_ERROR, the traceback is logged
-    and the job is not retried. Blocking work belongs in a thread (asyncio.to_thread)."""
+    """Runs the models it lists (`ctx.job.model`; on a fallback, the fallback's id). Returning
+    normally means SUCCEEDED; raising JobFailed means FAILED with its reason (INVALID_INPUT for
+    input the model cannot use), except ProviderUnavailable, which runs the job again later (or
+    at once on its fallback model); any other exception is a bug of the provider: its traceback
+    is logged and the job retried like a transient failure. Blocking work belongs in a thread
+    (asyncio.to_thread)."""
 
     @property
     def models(self) -> tuple[ModelSpec, ...]: ...
