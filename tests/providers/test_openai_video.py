@@ -128,7 +128,7 @@ async def test_a_job_that_already_has_its_video_task_polls_it_instead_of_creatin
 ) -> None:
     fake.route("GET", "/v1/videos/video_123", lambda r, m: video("completed", 100))
     fake.route("GET", "/v1/videos/video_123/content", lambda r, m: Reply(200, MP4))
-    job, ctx = await attempt(backends, "openai/sora-2", JobInput(prompt="x"))
+    _, ctx = await attempt(backends, "openai/sora-2", JobInput(prompt="x"))
     await ctx.record_provider_task("video_123")
 
     await provider(config, sleeps).run(ctx)
