@@ -243,8 +243,11 @@ class ApiSession:
                 break
             backoff = min(policy.backoff_max_seconds, policy.backoff_seconds * 2**attempt)
             await api.sleep(max(wait, backoff))
+        # Come back no sooner than the provider asked, nor while its circuit is open.
         raise ProviderUnavailable(
-            f"{api.name} is unavailable: {last}", retry_after=wait, reason=reason
+            f"{api.name} is unavailable: {last}",
+            retry_after=max(wait, api.breaker.open_for()),
+            reason=reason,
         )
 
     async def json(self, method: str, url: str, **options: Any) -> Any:
