@@ -47,7 +47,9 @@ async def test_a_redelivered_video_job_resumes_its_paid_task_instead_of_submitti
     fake.route(
         "POST",
         "/v1/videos/text2video",
-        lambda r, m: Reply(200, {"code": 0, "data": {"task_id": "842", "task_status": "submitted"}}),
+        lambda r, m: Reply(
+            200, {"code": 0, "data": {"task_id": "842", "task_status": "submitted"}}
+        ),
     )
     fake.route("GET", "/v1/videos/text2video/842", query)
     fake.route("GET", "/cdn/v.mp4", lambda r, m: Reply(200, b"video"))
@@ -64,7 +66,9 @@ async def test_a_redelivered_video_job_resumes_its_paid_task_instead_of_submitti
     assert done.state is JobState.SUCCEEDED and done.attempt == 2
     assert len(fake.requests_to("POST", "/v1/videos/text2video")) == 1
     assert done.provider_task == ProviderTask("kling/kling-v2-master", "text2video/842")
-    assert "resuming provider task text2video/842" in log_lines(await stored_events(backends, job.id))
+    assert "resuming provider task text2video/842" in log_lines(
+        await stored_events(backends, job.id)
+    )
 
 
 def failing_openai(fake: FakeApi) -> None:
@@ -84,8 +88,12 @@ async def test_a_job_whose_provider_is_unavailable_runs_on_its_fallback_model(
         "/v1beta/models/gemini-2.5-flash:generateContent",
         lambda r, m: Reply(
             200,
-            {"candidates": [{"content": {"parts": [{"text": "from gemini"}]}, "finishReason": "STOP"}],
-             "usageMetadata": {"totalTokenCount": 10}},
+            {
+                "candidates": [
+                    {"content": {"parts": [{"text": "from gemini"}]}, "finishReason": "STOP"}
+                ],
+                "usageMetadata": {"totalTokenCount": 10},
+            },
         ),
     )
     await start_worker(OpenAIProvider(config, policy=QUICK), GeminiProvider(config, policy=QUICK))
@@ -107,9 +115,7 @@ async def test_while_the_circuit_is_open_jobs_are_sent_back_to_wait_for_it(
     openai = OpenAIProvider(
         config, policy=HttpPolicy(retries=0, breaker_failures=1, breaker_cooldown_seconds=600)
     )
-    await start_worker(
-        openai, concurrency=1, retry=RetryPolicy(max_attempts=3, base_seconds=0.01)
-    )
+    await start_worker(openai, concurrency=1, retry=RetryPolicy(max_attempts=3, base_seconds=0.01))
 
     first = await submit(backends, "openai/gpt-4o", JobInput(prompt="opens the circuit"))
     second = await submit(backends, "openai/gpt-4o", JobInput(prompt="meets it open"))
