@@ -34,8 +34,10 @@ class ProviderConfig:
 
 
 # The providers configured by JOBGATE_{NAME}_API_KEY (or _API_KEY_FILE), _BASE_URL and
-# _TIMEOUT_SECONDS; Kling also by JOBGATE_KLING_SECRET_KEY (or _SECRET_KEY_FILE).
+# _TIMEOUT_SECONDS; those signing with a second secret (Kling) also by _SECRET_KEY (or
+# _SECRET_KEY_FILE).
 PROVIDER_NAMES = ("openai", "gemini", "kling", "replicate", "stability")
+PROVIDERS_WITH_SECRET_KEY = ("kling",)
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ def _provider_config(env: Mapping[str, str], name: str) -> ProviderConfig:
     timeout = env.get(_var(f"{name}_timeout_seconds"))
     return ProviderConfig(
         api_key=_secret(env, f"{name}_api_key"),
-        secret_key=_secret(env, f"{name}_secret_key"),
+        secret_key=_secret(env, f"{name}_secret_key") if name in PROVIDERS_WITH_SECRET_KEY else "",
         base_url=env.get(_var(f"{name}_base_url"), "").rstrip("/"),
         timeout_seconds=(
             float(_number(f"{name}_timeout_seconds", timeout, float)) if timeout else 0.0
