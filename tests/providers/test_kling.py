@@ -19,7 +19,7 @@ from core.errors import Reason
 from core.jobs import JobInput, ProviderTask
 from core.providers.base import JobFailed
 from core.providers.http import REDACTED, HttpPolicy
-from core.providers.kling import KlingProvider
+from core.providers.kling import DEADLINE_SECONDS, KlingProvider
 from core.settings import ProviderConfig
 from tests.providers.conftest import KLING_SECRET, SECRET, Sleeps, attempt, blob, input_file
 from tests.providers.fake_http import FakeApi, Reply, Request
@@ -195,3 +195,16 @@ async def test_a_rate_limited_create_is_retried_with_a_fresh_token(
     assert len(fake.requests_to("POST", "/v1/videos/text2video")) == 2
     for request in fake.requests_to("POST", "/v1/videos/text2video"):
         verified_claims(request)
+
+
+async def test_a_task_still_running_past_its_deadline_ends_the_job_provider_timeout(
+    backends: Backends, fake: FakeApi, config: ProviderConfig, sleeps: Sleeps
+) -> None:
+    kling_api(fake, "text2video", [task("processing")] * int(DEADLINE_SECONDS / 10 + 2))
+    _, ctx = await attempt(backends, "kling/kling-v2-master", JobInput(prompt="x"))
+
+    with pytest.raises(JobFailed) as raised:
+        await provider(config, sleeps).run(ctx)
+
+    assert raised.value.reason is Reason.PROVIDER_TIMEOUT
+    assert sum(sleeps.waits) >= DEADLINE_SECONDS
