@@ -179,6 +179,15 @@ class NewJob:
 
 
 @dataclass(frozen=True)
+class ProviderTask:
+    """A paid generation a provider runs on its side (submit, then poll), recorded on the job
+    before it is polled: a later attempt resumes it instead of paying for a second one."""
+
+    model: str  # the model it was submitted to: the job's own, or its fallback
+    id: str  # the provider's task or prediction id
+
+
+@dataclass(frozen=True)
 class Job:
     id: str
     owner: str
@@ -196,6 +205,8 @@ class Job:
     request_id: str | None = None
     # While RUNNING: until when the attempt holds the job; another claim waits that long.
     lease_expire_time: datetime | None = None
+    # Kept across attempts (a claim clears progress and outputs, never this).
+    provider_task: ProviderTask | None = None
 
     @property
     def name(self) -> str:

@@ -14,7 +14,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple, Protocol
 
-from core.jobs import BlobRef, Job, JobError, JobEvent, JobState, LogLine, NewJob, Output, Progress
+from core.jobs import (
+    BlobRef,
+    Job,
+    JobError,
+    JobEvent,
+    JobState,
+    LogLine,
+    NewJob,
+    Output,
+    Progress,
+    ProviderTask,
+)
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,11 @@ class JobStore(Protocol):
     ) -> JobEvent | None:
         """Appends an event of a running attempt; None (nothing written) unless the job is
         RUNNING at exactly `attempt`. Progress and Output also update the job."""
+
+    async def set_provider_task(self, job_id: str, attempt: int, task: ProviderTask) -> bool:
+        """Records the provider task the running attempt submitted, if the job is RUNNING at
+        exactly `attempt`; False (nothing written) when it is not. One write, no event. The task
+        stays on the job through every later claim, so the next attempt resumes it."""
 
     async def finish(
         self, job_id: str, attempt: int, state: JobState, error: JobError | None = None

@@ -31,6 +31,7 @@ from core.jobs import (
     NewJob,
     Output,
     Progress,
+    ProviderTask,
     StateChanged,
     lease_end,
     sources_of,
@@ -41,7 +42,8 @@ MIGRATIONS = "jobs"
 
 JOB_COLUMNS = (
     "id, owner, model, input, state, attempt, progress, outputs, error,"
-    " create_time, start_time, end_time, event_sequence, request_id, lease_expire_time"
+    " create_time, start_time, end_time, event_sequence, request_id, lease_expire_time,"
+    " provider_task"
 )
 
 
@@ -167,6 +169,11 @@ _RECORD_BATCH = {
     + " SELECT id, event_sequence FROM job"
     for kind, change in _RECORD_BATCH_CHANGES.items()
 }
+
+_SET_PROVIDER_TASK = (
+    f"UPDATE jobs SET provider_task = $3::jsonb WHERE id = $1 AND state = {_RUNNING}"
+    " AND attempt = $2 RETURNING true"
+)
 
 _FINISH = (
     f"""WITH job AS (
@@ -447,6 +454,11 @@ class PostgresJobStore:
         rows = await self._pool.fetch(_RECORD_BATCH[kind], *zip(*calls, strict=True))
         return [row and row["event_sequence"] for row in _by_job(calls, rows)]
 
+    async def set_provider_task(self, job_id: str, attempt: int, task: ProviderTask) -> bool:
+        text = codec.dumps(codec.provider_task_to_dict(task))
+        with _text_storable("provider_task"):
+            return bool(await self._pool.fetchval(_SET_PROVIDER_TASK, job_id, attempt, text))
+
     async def finish(
         self, job_id: str, attempt: int, state: JobState, error: JobError | None = None
     ) -> JobEvent | None:
@@ -536,7 +548,7 @@ def _error(error: JobError | None) -> str | None:
 
 
 def _job_from_row(row: Mapping[str, Any]) -> Job:
-    progress, error = row["progress"], row["error"]
+    progress, error, task = row["progress"], row["error"], row["provider_task"]
     return Job(
         id=row["id"],
         owner=row["owner"],
@@ -553,4 +565,5 @@ def _job_from_row(row: Mapping[str, Any]) -> Job:
         event_sequence=row["event_sequence"],
         request_id=row["request_id"],
         lease_expire_time=row["lease_expire_time"],
+        provider_task=codec.provider_task_from_dict(codec.loads(task)) if task else None,
     )

@@ -65,7 +65,8 @@ async def query(url: str, sql: str) -> list[asyncpg.Record]:
 def test_the_migrations_ship_inside_the_package() -> None:
     jobs, accounts = load_migrations("jobs"), load_migrations("accounts")
 
-    assert [m.version for m in jobs] == list(range(1, len(jobs) + 1))
+    versions = [m.version for m in jobs]
+    assert versions == sorted(set(versions)) and versions[0] == 1
     assert "CREATE TABLE jobs" in jobs[0].sql
     assert "CREATE TABLE api_keys" in accounts[0].sql
 
