@@ -13,7 +13,6 @@ import asyncio
 import base64
 import binascii
 import time
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -112,22 +111,16 @@ class GeminiProvider:
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> None:
-        self._api = ProviderApi(
+        self.api = ProviderApi.from_config(
             "gemini",
-            config.base_url or BASE_URL,
+            config,
+            BASE_URL,
             auth=lambda: {"x-goog-api-key": config.api_key},
-            secrets=config.secrets,
-            policy=replace(
-                policy, timeout_seconds=config.timeout_seconds or policy.timeout_seconds
-            ),
+            policy=policy,
             classify=classify,
             sleep=sleep,
             clock=clock,
         )
-
-    @property
-    def api(self) -> ProviderApi:
-        return self._api
 
     async def run(self, ctx: RunContext) -> None:
         job_input = ctx.job.input
@@ -147,7 +140,7 @@ class GeminiProvider:
         request = {"contents": [{"role": "user", "parts": parts}], "generationConfig": config}
         model = ctx.job.model.removeprefix("gemini/")
         await ctx.progress(0.1, f"asking {ctx.job.model}")
-        async with self._api.session() as http:
+        async with self.api.session() as http:
             body = await http.json("POST", f"/v1beta/models/{model}:generateContent", json=request)
         usage = body.get("usageMetadata") or {}
         if blocked := (body.get("promptFeedback") or {}).get("blockReason"):

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ import httpx
 
 from core.errors import Reason
 from core.providers.base import JobFailed, ProviderUnavailable
+from core.settings import ProviderConfig
 
 REDACTED = "[redacted]"
 # Provider error texts end up in Job.error: long enough to help, short enough to read.
@@ -159,6 +160,34 @@ class ProviderApi:
         self._base_url = base_url.rstrip("/")
         self._auth = auth
         self._classify = classify
+
+    @classmethod
+    def from_config(
+        cls,
+        name: str,
+        config: ProviderConfig,
+        default_base_url: str,
+        *,
+        auth: Callable[[], dict[str, str]],
+        policy: HttpPolicy,
+        classify: Classify | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
+    ) -> ProviderApi:
+        """The API as its operator configured it: `config`'s base URL and request timeout
+        where set, else the adapter's own; `config`'s keys scrubbed from every message."""
+        return cls(
+            name,
+            config.base_url or default_base_url,
+            auth=auth,
+            secrets=config.secrets,
+            policy=replace(
+                policy, timeout_seconds=config.timeout_seconds or policy.timeout_seconds
+            ),
+            classify=classify,
+            sleep=sleep,
+            clock=clock,
+        )
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[ApiSession]:

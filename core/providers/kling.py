@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -124,28 +123,22 @@ class KlingProvider:
         wall_clock: Clock = time.time,
     ) -> None:
         self._clock = clock
-        self._api = ProviderApi(
+        self.api = ProviderApi.from_config(
             "kling",
-            config.base_url or BASE_URL,
+            config,
+            BASE_URL,
             auth=lambda: {
                 "Authorization": "Bearer "
                 + jwt_token(config.api_key, config.secret_key, wall_clock())
             },
-            secrets=config.secrets,
-            policy=replace(
-                policy, timeout_seconds=config.timeout_seconds or policy.timeout_seconds
-            ),
+            policy=policy,
             classify=classify,
             sleep=sleep,
             clock=clock,
         )
 
-    @property
-    def api(self) -> ProviderApi:
-        return self._api
-
     async def run(self, ctx: RunContext) -> None:
-        async with self._api.session() as http:
+        async with self.api.session() as http:
             # The id says which endpoint polls it: `image2video/123`.
             task = await resume_or_submit(ctx, lambda: self._submit(ctx, http))
 
@@ -154,7 +147,7 @@ class KlingProvider:
                 await ctx.progress(0.5 if status == "processing" else 0.1, f"kling: {status}")
 
             data = await poll(
-                self._api,
+                self.api,
                 lambda: self._task(http, task),
                 lambda d: d.get("task_status") in _DONE,
                 deadline_seconds=DEADLINE_SECONDS,
@@ -162,7 +155,7 @@ class KlingProvider:
                 clock=self._clock,
             )
             if data["task_status"] == "failed":
-                message = self._api.scrub(str(data.get("task_status_msg") or "the task failed"))
+                message = self.api.scrub(str(data.get("task_status_msg") or "the task failed"))
                 reason = Reason.CONTENT_POLICY if "risk" in message.lower() else None
                 raise JobFailed(f"kling: {message}", reason=reason)
             videos = (data.get("task_result") or {}).get("videos") or []
@@ -195,14 +188,14 @@ class KlingProvider:
         body = await http.json("POST", f"/v1/videos/{kind}", json=request)
         task_id = (body.get("data") or {}).get("task_id")
         if body.get("code") != 0 or not task_id:
-            raise JobFailed(f"kling did not create a task: {self._api.scrub(str(body))[:300]}")
+            raise JobFailed(f"kling did not create a task: {self.api.scrub(str(body))[:300]}")
         return f"{kind}/{task_id}"
 
     async def _task(self, http: ApiSession, task: str) -> dict[str, Any]:
         body = await http.json("GET", f"/v1/videos/{task}")
         data = body.get("data")
         if not isinstance(data, dict):
-            raise JobFailed(f"kling answered without task data: {self._api.scrub(str(body))[:300]}")
+            raise JobFailed(f"kling answered without task data: {self.api.scrub(str(body))[:300]}")
         return data
 
 

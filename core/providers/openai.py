@@ -11,7 +11,6 @@ import asyncio
 import base64
 import binascii
 import time
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -123,25 +122,19 @@ class OpenAIProvider:
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> None:
-        self._api = ProviderApi(
+        self.api = ProviderApi.from_config(
             "openai",
-            config.base_url or BASE_URL,
+            config,
+            BASE_URL,
             auth=lambda: {"Authorization": f"Bearer {config.api_key}"},
-            secrets=config.secrets,
-            policy=replace(
-                policy, timeout_seconds=config.timeout_seconds or policy.timeout_seconds
-            ),
+            policy=policy,
             classify=classify,
             sleep=sleep,
             clock=clock,
         )
 
-    @property
-    def api(self) -> ProviderApi:
-        return self._api
-
     async def run(self, ctx: RunContext) -> None:
-        async with self._api.session() as http:
+        async with self.api.session() as http:
             if ctx.job.model in _IMAGE_MODELS:
                 await self._image(ctx, http)
             else:

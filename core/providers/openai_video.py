@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 from typing import Any
 
 from core.catalog import InputSpec, ModelSpec, OutputKind, Price, PriceUnit, duration_choice
@@ -85,25 +84,19 @@ class OpenAIVideoProvider:
         clock: Clock = time.monotonic,
     ) -> None:
         self._clock = clock
-        self._api = ProviderApi(
+        self.api = ProviderApi.from_config(
             "openai",
-            config.base_url or BASE_URL,
+            config,
+            BASE_URL,
             auth=lambda: {"Authorization": f"Bearer {config.api_key}"},
-            secrets=config.secrets,
-            policy=replace(
-                policy, timeout_seconds=config.timeout_seconds or policy.timeout_seconds
-            ),
+            policy=policy,
             classify=classify,
             sleep=sleep,
             clock=clock,
         )
 
-    @property
-    def api(self) -> ProviderApi:
-        return self._api
-
     async def run(self, ctx: RunContext) -> None:
-        async with self._api.session() as http:
+        async with self.api.session() as http:
             video_id = await resume_or_submit(ctx, lambda: self._submit(ctx, http))
 
             async def report(video: dict[str, Any]) -> None:
@@ -112,7 +105,7 @@ class OpenAIVideoProvider:
                 await ctx.progress(fraction, f"sora: {status}")
 
             video = await poll(
-                self._api,
+                self.api,
                 lambda: http.json("GET", f"/v1/videos/{video_id}"),
                 lambda v: v.get("status") in _DONE,
                 deadline_seconds=DEADLINE_SECONDS,
@@ -120,7 +113,7 @@ class OpenAIVideoProvider:
                 clock=self._clock,
             )
             if video["status"] == "failed":
-                raise _failure(video, self._api.scrub)
+                raise _failure(video, self.api.scrub)
             data, _ = await http.download(f"/v1/videos/{video_id}/content", authorized=True)
             await ctx.output_blob("video", data, "video/mp4")
             ctx.report_usage(int(video.get("seconds") or _seconds(ctx)))

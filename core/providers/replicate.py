@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import replace
 from typing import Any
 
 from core.catalog import InputSpec, ModelSpec, OutputKind, Price, PriceUnit
@@ -77,24 +76,18 @@ class ReplicateProvider:
         clock: Clock = time.monotonic,
     ) -> None:
         self._clock = clock
-        self._api = ProviderApi(
+        self.api = ProviderApi.from_config(
             "replicate",
-            config.base_url or BASE_URL,
+            config,
+            BASE_URL,
             auth=lambda: {"Authorization": f"Bearer {config.api_key}"},
-            secrets=config.secrets,
-            policy=replace(
-                policy, timeout_seconds=config.timeout_seconds or policy.timeout_seconds
-            ),
+            policy=policy,
             sleep=sleep,
             clock=clock,
         )
 
-    @property
-    def api(self) -> ProviderApi:
-        return self._api
-
     async def run(self, ctx: RunContext) -> None:
-        async with self._api.session() as http:
+        async with self.api.session() as http:
             created: dict[str, Any] = {}
 
             async def submit() -> str:
@@ -114,7 +107,7 @@ class ReplicateProvider:
                     "the prediction was cancelled at replicate", reason=Reason.CANCELLED
                 )
             if status == "failed":
-                message = self._api.scrub(str(prediction.get("error") or "the prediction failed"))
+                message = self.api.scrub(str(prediction.get("error") or "the prediction failed"))
                 reason = Reason.CONTENT_POLICY if "nsfw" in message.lower() else None
                 raise JobFailed(f"replicate: {message}", reason=reason)
             output = prediction.get("output")
@@ -159,13 +152,13 @@ class ReplicateProvider:
             logs = str(prediction.get("logs") or "")
             for line in logs[logged:].splitlines():
                 if line.strip():
-                    await ctx.log(f"replicate: {self._api.scrub(line.strip())}")
+                    await ctx.log(f"replicate: {self.api.scrub(line.strip())}")
             logged = len(logs)
             fraction = 0.5 if prediction.get("status") == "processing" else 0.1
             await ctx.progress(fraction, f"replicate: {prediction.get('status', '')}")
 
         return await poll(
-            self._api,
+            self.api,
             lambda: http.json("GET", f"/v1/predictions/{prediction_id}"),
             lambda p: p.get("status") in _DONE,
             deadline_seconds=DEADLINE_SECONDS,
