@@ -20,7 +20,7 @@ import httpx
 from core.catalog import InputSpec, ModelSpec, OutputKind, Price, PriceUnit
 from core.errors import Reason
 from core.providers.base import JobFailed, RunContext
-from core.providers.http import Clock, HttpPolicy, ProviderApi, Sleep, thousands
+from core.providers.http import Clock, HttpPolicy, ProviderApi, Sleep, error_json, thousands
 from core.settings import ProviderConfig
 
 BASE_URL = "https://generativelanguage.googleapis.com"
@@ -87,10 +87,7 @@ MODELS = (GEMINI_FLASH, GEMINI_PRO, GEMINI_FLASH_LITE, GEMINI_IMAGE)
 
 def classify(response: httpx.Response, text: str) -> JobFailed | None:
     """Gemini's error body: `{"error": {"code", "message", "status"}}`."""
-    try:
-        status = str((response.json().get("error") or {}).get("status") or "")
-    except (ValueError, AttributeError):
-        status = ""
+    status = str(error_json(response, "error", "status") or "")
     if status == "RESOURCE_EXHAUSTED" and "quota" in text.lower() and "per day" in text.lower():
         return JobFailed(f"gemini: {text}", reason=Reason.QUOTA_EXCEEDED)
     if response.status_code == 400 and status == "FAILED_PRECONDITION":

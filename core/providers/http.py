@@ -97,14 +97,26 @@ class Scrubber:
         return text
 
 
+def error_json(response: httpx.Response, *path: str) -> Any:
+    """The value at `path` (`"error", "code"`) in an error response's JSON body, the whole body
+    without a path; None where the body is not JSON (a proxy's HTML page, an empty 502) or has
+    no such field, so a `classify` reads its provider's fields without guarding each step."""
+    try:
+        value: Any = response.json()
+    except ValueError:
+        return None
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
 def error_text(response: httpx.Response) -> str:
     """What an error response says, from the shapes providers use: `{"error": {"message"}}`
     (OpenAI, Gemini), `{"message"}` (Kling), `{"detail"}` (Replicate), `{"errors": [...]}`
     (Stability); else the start of the body."""
-    try:
-        body: Any = response.json()
-    except ValueError:
-        return response.text[:MAX_ERROR_CHARS]
+    body = error_json(response)
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and error.get("message"):

@@ -24,7 +24,7 @@ import httpx
 from core.catalog import InputSpec, ModelSpec, OutputKind, Price, PriceUnit, duration_choice
 from core.errors import Reason
 from core.providers.base import JobFailed, RunContext, resume_or_submit
-from core.providers.http import ApiSession, Clock, HttpPolicy, ProviderApi, Sleep, poll
+from core.providers.http import ApiSession, Clock, HttpPolicy, ProviderApi, Sleep, error_json, poll
 from core.settings import ProviderConfig
 
 BASE_URL = "https://api-singapore.klingai.com"
@@ -98,8 +98,8 @@ def jwt_token(access_key: str, secret_key: str, now: float) -> str:
 def classify(response: httpx.Response, text: str) -> JobFailed | None:
     """Kling's error body: `{"code", "message", "request_id"}`."""
     try:
-        code = int(response.json().get("code"))
-    except (ValueError, TypeError, AttributeError):
+        code = int(error_json(response, "code"))
+    except (TypeError, ValueError):  # no code, or not a number
         return None
     if code in QUOTA_CODES:
         return JobFailed(f"kling: {text} (code {code})", reason=Reason.QUOTA_EXCEEDED)

@@ -18,7 +18,15 @@ import httpx
 from core.catalog import InputSpec, ModelSpec, OutputKind, Price, PriceUnit
 from core.errors import Reason
 from core.providers.base import JobFailed, RunContext
-from core.providers.http import ApiSession, Clock, HttpPolicy, ProviderApi, Sleep, thousands
+from core.providers.http import (
+    ApiSession,
+    Clock,
+    HttpPolicy,
+    ProviderApi,
+    Sleep,
+    error_json,
+    thousands,
+)
 from core.settings import ProviderConfig
 
 BASE_URL = "https://api.openai.com"
@@ -96,12 +104,8 @@ _IMAGE_MODELS = {GPT_IMAGE_1.id, DALL_E_3.id}
 
 def classify(response: httpx.Response, text: str) -> JobFailed | None:
     """OpenAI's error body: `{"error": {"message", "type", "code"}}`."""
-    try:
-        error = response.json().get("error") or {}
-    except (ValueError, AttributeError):
-        error = {}
-    code = str(error.get("code") or "")
-    kind = str(error.get("type") or "")
+    code = str(error_json(response, "error", "code") or "")
+    kind = str(error_json(response, "error", "type") or "")
     if code == "insufficient_quota" or kind == "insufficient_quota":
         return JobFailed(f"openai: {text}", reason=Reason.QUOTA_EXCEEDED)
     if code in ("content_policy_violation", "moderation_blocked") or "safety" in code:

@@ -19,7 +19,7 @@ import httpx
 from core.catalog import InputSpec, ModelSpec, OutputKind, Price, PriceUnit
 from core.errors import Reason
 from core.providers.base import JobFailed, RunContext
-from core.providers.http import Clock, HttpPolicy, ProviderApi, Sleep
+from core.providers.http import Clock, HttpPolicy, ProviderApi, Sleep, error_json
 from core.settings import ProviderConfig
 
 BASE_URL = "https://api.stability.ai"
@@ -75,11 +75,7 @@ _ENDPOINTS = {CORE.id: "core", ULTRA.id: "ultra", SD35_LARGE.id: "sd3", SD35_MED
 
 
 def classify(response: httpx.Response, text: str) -> JobFailed | None:
-    try:
-        name = str(response.json().get("name") or "")
-    except (ValueError, AttributeError):
-        name = ""
-    if name == "content_moderation":
+    if error_json(response, "name") == "content_moderation":
         return JobFailed(f"stability refused the input: {text}", reason=Reason.CONTENT_POLICY)
     return None
 
