@@ -24,7 +24,15 @@ import httpx
 from core.catalog import InputSpec, ModelSpec, OutputKind, Price, PriceUnit, duration_choice
 from core.errors import Reason
 from core.providers.base import JobFailed, RunContext, resume_or_submit
-from core.providers.http import ApiSession, Clock, HttpPolicy, ProviderApi, Sleep, error_json, poll
+from core.providers.http import (
+    ApiSession,
+    Clock,
+    HttpPolicy,
+    ProviderApi,
+    Sleep,
+    error_json,
+    poll_task,
+)
 from core.settings import ProviderConfig
 
 BASE_URL = "https://api-singapore.klingai.com"
@@ -122,7 +130,6 @@ class KlingProvider:
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
     ) -> None:
-        self._clock = clock
         self.api = ProviderApi.from_config(
             "kling",
             config,
@@ -141,18 +148,15 @@ class KlingProvider:
         async with self.api.session() as http:
             # The id says which endpoint polls it: `image2video/123`.
             task = await resume_or_submit(ctx, lambda: self._submit(ctx, http))
-
-            async def report(data: dict[str, Any]) -> None:
-                status = data.get("task_status", "")
-                await ctx.progress(0.5 if status == "processing" else 0.1, f"kling: {status}")
-
-            data = await poll(
+            data = await poll_task(
                 self.api,
+                ctx,
                 lambda: self._task(http, task),
-                lambda d: d.get("task_status") in _DONE,
+                status_key="task_status",
+                done=_DONE,
+                fraction=lambda d: 0.5 if d.get("task_status") == "processing" else 0.1,
+                label="kling",
                 deadline_seconds=DEADLINE_SECONDS,
-                on_update=report,
-                clock=self._clock,
             )
             if data["task_status"] == "failed":
                 message = self.api.scrub(str(data.get("task_status_msg") or "the task failed"))

@@ -23,7 +23,7 @@ from core.providers.http import (
     ProviderApi,
     Scrubber,
     Sleep,
-    poll,
+    poll_task,
 )
 from core.providers.openai import BASE_URL, IMAGE_TYPES, MAX_PROMPT_CHARS, classify
 from core.settings import ProviderConfig
@@ -83,7 +83,6 @@ class OpenAIVideoProvider:
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> None:
-        self._clock = clock
         self.api = ProviderApi.from_config(
             "openai",
             config,
@@ -98,19 +97,16 @@ class OpenAIVideoProvider:
     async def run(self, ctx: RunContext) -> None:
         async with self.api.session() as http:
             video_id = await resume_or_submit(ctx, lambda: self._submit(ctx, http))
-
-            async def report(video: dict[str, Any]) -> None:
-                status = video.get("status", "")
-                fraction = min(0.9, max(0.0, float(video.get("progress") or 0) / 100 * 0.9))
-                await ctx.progress(fraction, f"sora: {status}")
-
-            video = await poll(
+            video = await poll_task(
                 self.api,
+                ctx,
                 lambda: http.json("GET", f"/v1/videos/{video_id}"),
-                lambda v: v.get("status") in _DONE,
+                status_key="status",
+                done=_DONE,
+                # Sora's own percentage, the last tenth kept for the download.
+                fraction=lambda v: min(0.9, max(0.0, float(v.get("progress") or 0) / 100 * 0.9)),
+                label="sora",
                 deadline_seconds=DEADLINE_SECONDS,
-                on_update=report,
-                clock=self._clock,
             )
             if video["status"] == "failed":
                 raise _failure(video, self.api.scrub)

@@ -18,7 +18,7 @@ from typing import Any
 from core.catalog import InputSpec, ModelSpec, OutputKind, Price, PriceUnit
 from core.errors import Reason
 from core.providers.base import JobFailed, RunContext, resume_or_submit
-from core.providers.http import ApiSession, Clock, HttpPolicy, ProviderApi, Sleep, poll
+from core.providers.http import ApiSession, Clock, HttpPolicy, ProviderApi, Sleep, poll_task
 from core.settings import ProviderConfig
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,6 @@ class ReplicateProvider:
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> None:
-        self._clock = clock
         self.api = ProviderApi.from_config(
             "replicate",
             config,
@@ -145,25 +144,16 @@ class ReplicateProvider:
         """The prediction once it ended; its new log lines become the job's as they come."""
         if created.get("status") in _DONE:
             return created  # `Prefer: wait` had it done already
-        logged = 0
-
-        async def report(prediction: dict[str, Any]) -> None:
-            nonlocal logged
-            logs = str(prediction.get("logs") or "")
-            for line in logs[logged:].splitlines():
-                if line.strip():
-                    await ctx.log(f"replicate: {self.api.scrub(line.strip())}")
-            logged = len(logs)
-            fraction = 0.5 if prediction.get("status") == "processing" else 0.1
-            await ctx.progress(fraction, f"replicate: {prediction.get('status', '')}")
-
-        return await poll(
+        return await poll_task(
             self.api,
+            ctx,
             lambda: http.json("GET", f"/v1/predictions/{prediction_id}"),
-            lambda p: p.get("status") in _DONE,
+            status_key="status",
+            done=_DONE,
+            fraction=lambda p: 0.5 if p.get("status") == "processing" else 0.1,
+            label="replicate",
             deadline_seconds=DEADLINE_SECONDS,
-            on_update=report,
-            clock=self._clock,
+            logs_key="logs",
         )
 
     async def _cancel(self, http: ApiSession, prediction_id: str) -> None:
