@@ -13,7 +13,6 @@ import asyncio
 import base64
 import binascii
 import time
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -21,7 +20,7 @@ import httpx
 from core.catalog import InputSpec, ModelSpec, OutputKind, Price, PriceUnit
 from core.errors import Reason
 from core.providers.base import JobFailed, RunContext
-from core.providers.http import Clock, HttpPolicy, ProviderApi, Sleep, thousands
+from core.providers.http import Clock, HttpPolicy, ProviderApi, Sleep, error_json, thousands
 from core.settings import ProviderConfig
 
 BASE_URL = "https://generativelanguage.googleapis.com"
@@ -88,10 +87,7 @@ MODELS = (GEMINI_FLASH, GEMINI_PRO, GEMINI_FLASH_LITE, GEMINI_IMAGE)
 
 def classify(response: httpx.Response, text: str) -> JobFailed | None:
     """Gemini's error body: `{"error": {"code", "message", "status"}}`."""
-    try:
-        status = str((response.json().get("error") or {}).get("status") or "")
-    except (ValueError, AttributeError):
-        status = ""
+    status = str(error_json(response, "error", "status") or "")
     if status == "RESOURCE_EXHAUSTED" and "quota" in text.lower() and "per day" in text.lower():
         return JobFailed(f"gemini: {text}", reason=Reason.QUOTA_EXCEEDED)
     if response.status_code == 400 and status == "FAILED_PRECONDITION":
@@ -112,22 +108,16 @@ class GeminiProvider:
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> None:
-        self._api = ProviderApi(
+        self.api = ProviderApi.from_config(
             "gemini",
-            config.base_url or BASE_URL,
+            config,
+            BASE_URL,
             auth=lambda: {"x-goog-api-key": config.api_key},
-            secrets=config.secrets,
-            policy=replace(
-                policy, timeout_seconds=config.timeout_seconds or policy.timeout_seconds
-            ),
+            policy=policy,
             classify=classify,
             sleep=sleep,
             clock=clock,
         )
-
-    @property
-    def api(self) -> ProviderApi:
-        return self._api
 
     async def run(self, ctx: RunContext) -> None:
         job_input = ctx.job.input
@@ -147,7 +137,7 @@ class GeminiProvider:
         request = {"contents": [{"role": "user", "parts": parts}], "generationConfig": config}
         model = ctx.job.model.removeprefix("gemini/")
         await ctx.progress(0.1, f"asking {ctx.job.model}")
-        async with self._api.session() as http:
+        async with self.api.session() as http:
             body = await http.json("POST", f"/v1beta/models/{model}:generateContent", json=request)
         usage = body.get("usageMetadata") or {}
         if blocked := (body.get("promptFeedback") or {}).get("blockReason"):

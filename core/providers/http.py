@@ -12,16 +12,17 @@ import asyncio
 import email.utils
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
 from core.errors import Reason
-from core.providers.base import JobFailed, ProviderUnavailable
+from core.providers.base import JobFailed, ProviderUnavailable, RunContext
+from core.settings import ProviderConfig
 
 REDACTED = "[redacted]"
 # Provider error texts end up in Job.error: long enough to help, short enough to read.
@@ -32,7 +33,6 @@ Clock = Callable[[], float]
 # A provider's reading of one of its error responses: the final error it means, or None for the
 # default reading by status (429 and 5xx transient, 401/403 credentials, other 4xx bad input).
 Classify = Callable[[httpx.Response, str], JobFailed | None]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -96,14 +96,26 @@ class Scrubber:
         return text
 
 
+def error_json(response: httpx.Response, *path: str) -> Any:
+    """The value at `path` (`"error", "code"`) in an error response's JSON body, the whole body
+    without a path; None where the body is not JSON (a proxy's HTML page, an empty 502) or has
+    no such field, so a `classify` reads its provider's fields without guarding each step."""
+    try:
+        value: Any = response.json()
+    except ValueError:
+        return None
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
 def error_text(response: httpx.Response) -> str:
     """What an error response says, from the shapes providers use: `{"error": {"message"}}`
     (OpenAI, Gemini), `{"message"}` (Kling), `{"detail"}` (Replicate), `{"errors": [...]}`
     (Stability); else the start of the body."""
-    try:
-        body: Any = response.json()
-    except ValueError:
-        return response.text[:MAX_ERROR_CHARS]
+    body = error_json(response)
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and error.get("message"):
@@ -156,9 +168,38 @@ class ProviderApi:
             policy.breaker_failures, policy.breaker_cooldown_seconds, clock
         )
         self.sleep = sleep
+        self.clock = clock  # also what task deadlines are measured with
         self._base_url = base_url.rstrip("/")
         self._auth = auth
         self._classify = classify
+
+    @classmethod
+    def from_config(
+        cls,
+        name: str,
+        config: ProviderConfig,
+        default_base_url: str,
+        *,
+        auth: Callable[[], dict[str, str]],
+        policy: HttpPolicy,
+        classify: Classify | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
+    ) -> ProviderApi:
+        """The API as its operator configured it: `config`'s base URL and request timeout
+        where set, else the adapter's own; `config`'s keys scrubbed from every message."""
+        return cls(
+            name,
+            config.base_url or default_base_url,
+            auth=auth,
+            secrets=config.secrets,
+            policy=replace(
+                policy, timeout_seconds=config.timeout_seconds or policy.timeout_seconds
+            ),
+            classify=classify,
+            sleep=sleep,
+            clock=clock,
+        )
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[ApiSession]:
@@ -272,25 +313,37 @@ class ApiSession:
         return data, content_type.split(";", 1)[0].strip()
 
 
-async def poll(
+async def poll_task(
     api: ProviderApi,
-    fetch: Callable[[], Awaitable[T]],
-    done: Callable[[T], bool],
+    ctx: RunContext,
+    fetch: Callable[[], Awaitable[dict[str, Any]]],
     *,
+    status_key: str,
+    done: Collection[str],
+    fraction: Callable[[dict[str, Any]], float],
+    label: str,
     deadline_seconds: float,
-    on_update: Callable[[T], Awaitable[None]] | None = None,
-    clock: Clock = time.monotonic,
-) -> T:
-    """Fetches a task until `done`, every poll interval; reports each state to `on_update`.
-    A task still unfinished after `deadline_seconds` ends the job PROVIDER_TIMEOUT."""
-    give_up = clock() + deadline_seconds
+    logs_key: str | None = None,
+) -> dict[str, Any]:
+    """Fetches a provider's task every poll interval until its `status_key` is one of `done`,
+    and returns that last state. Each state becomes the job's progress, `"{label}: {status}"`
+    at `fraction(state)`; the lines its `logs_key` text gained since the last state become the
+    job's logs. A task unfinished after `deadline_seconds` ends the job PROVIDER_TIMEOUT."""
+    give_up = api.clock() + deadline_seconds
+    logged = 0  # how much of the task's log text the job has already
     while True:
         state = await fetch()
-        if on_update is not None:
-            await on_update(state)
-        if done(state):
+        if logs_key is not None:
+            logs = str(state.get(logs_key) or "")
+            for line in logs[logged:].splitlines():
+                if line.strip():
+                    await ctx.log(f"{label}: {api.scrub(line.strip())}")
+            logged = len(logs)
+        status = state.get(status_key, "")
+        await ctx.progress(fraction(state), f"{label}: {status}")
+        if status in done:
             return state
-        if clock() >= give_up:
+        if api.clock() >= give_up:
             raise JobFailed(
                 f"{api.name}'s task did not finish within {deadline_seconds:g} s",
                 reason=Reason.PROVIDER_TIMEOUT,

@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -25,7 +24,15 @@ import httpx
 from core.catalog import InputSpec, ModelSpec, OutputKind, Price, PriceUnit, duration_choice
 from core.errors import Reason
 from core.providers.base import JobFailed, RunContext, resume_or_submit
-from core.providers.http import ApiSession, Clock, HttpPolicy, ProviderApi, Sleep, poll
+from core.providers.http import (
+    ApiSession,
+    Clock,
+    HttpPolicy,
+    ProviderApi,
+    Sleep,
+    error_json,
+    poll_task,
+)
 from core.settings import ProviderConfig
 
 BASE_URL = "https://api-singapore.klingai.com"
@@ -99,8 +106,8 @@ def jwt_token(access_key: str, secret_key: str, now: float) -> str:
 def classify(response: httpx.Response, text: str) -> JobFailed | None:
     """Kling's error body: `{"code", "message", "request_id"}`."""
     try:
-        code = int(response.json().get("code"))
-    except (ValueError, TypeError, AttributeError):
+        code = int(error_json(response, "code"))
+    except (TypeError, ValueError):  # no code, or not a number
         return None
     if code in QUOTA_CODES:
         return JobFailed(f"kling: {text} (code {code})", reason=Reason.QUOTA_EXCEEDED)
@@ -123,46 +130,36 @@ class KlingProvider:
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
     ) -> None:
-        self._clock = clock
-        self._api = ProviderApi(
+        self.api = ProviderApi.from_config(
             "kling",
-            config.base_url or BASE_URL,
+            config,
+            BASE_URL,
             auth=lambda: {
                 "Authorization": "Bearer "
                 + jwt_token(config.api_key, config.secret_key, wall_clock())
             },
-            secrets=config.secrets,
-            policy=replace(
-                policy, timeout_seconds=config.timeout_seconds or policy.timeout_seconds
-            ),
+            policy=policy,
             classify=classify,
             sleep=sleep,
             clock=clock,
         )
 
-    @property
-    def api(self) -> ProviderApi:
-        return self._api
-
     async def run(self, ctx: RunContext) -> None:
-        async with self._api.session() as http:
+        async with self.api.session() as http:
             # The id says which endpoint polls it: `image2video/123`.
             task = await resume_or_submit(ctx, lambda: self._submit(ctx, http))
-
-            async def report(data: dict[str, Any]) -> None:
-                status = data.get("task_status", "")
-                await ctx.progress(0.5 if status == "processing" else 0.1, f"kling: {status}")
-
-            data = await poll(
-                self._api,
+            data = await poll_task(
+                self.api,
+                ctx,
                 lambda: self._task(http, task),
-                lambda d: d.get("task_status") in _DONE,
+                status_key="task_status",
+                done=_DONE,
+                fraction=lambda d: 0.5 if d.get("task_status") == "processing" else 0.1,
+                label="kling",
                 deadline_seconds=DEADLINE_SECONDS,
-                on_update=report,
-                clock=self._clock,
             )
             if data["task_status"] == "failed":
-                message = self._api.scrub(str(data.get("task_status_msg") or "the task failed"))
+                message = self.api.scrub(str(data.get("task_status_msg") or "the task failed"))
                 reason = Reason.CONTENT_POLICY if "risk" in message.lower() else None
                 raise JobFailed(f"kling: {message}", reason=reason)
             videos = (data.get("task_result") or {}).get("videos") or []
@@ -195,14 +192,14 @@ class KlingProvider:
         body = await http.json("POST", f"/v1/videos/{kind}", json=request)
         task_id = (body.get("data") or {}).get("task_id")
         if body.get("code") != 0 or not task_id:
-            raise JobFailed(f"kling did not create a task: {self._api.scrub(str(body))[:300]}")
+            raise JobFailed(f"kling did not create a task: {self.api.scrub(str(body))[:300]}")
         return f"{kind}/{task_id}"
 
     async def _task(self, http: ApiSession, task: str) -> dict[str, Any]:
         body = await http.json("GET", f"/v1/videos/{task}")
         data = body.get("data")
         if not isinstance(data, dict):
-            raise JobFailed(f"kling answered without task data: {self._api.scrub(str(body))[:300]}")
+            raise JobFailed(f"kling answered without task data: {self.api.scrub(str(body))[:300]}")
         return data
 
 

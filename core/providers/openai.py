@@ -11,7 +11,6 @@ import asyncio
 import base64
 import binascii
 import time
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -19,7 +18,15 @@ import httpx
 from core.catalog import InputSpec, ModelSpec, OutputKind, Price, PriceUnit
 from core.errors import Reason
 from core.providers.base import JobFailed, RunContext
-from core.providers.http import ApiSession, Clock, HttpPolicy, ProviderApi, Sleep, thousands
+from core.providers.http import (
+    ApiSession,
+    Clock,
+    HttpPolicy,
+    ProviderApi,
+    Sleep,
+    error_json,
+    thousands,
+)
 from core.settings import ProviderConfig
 
 BASE_URL = "https://api.openai.com"
@@ -97,12 +104,8 @@ _IMAGE_MODELS = {GPT_IMAGE_1.id, DALL_E_3.id}
 
 def classify(response: httpx.Response, text: str) -> JobFailed | None:
     """OpenAI's error body: `{"error": {"message", "type", "code"}}`."""
-    try:
-        error = response.json().get("error") or {}
-    except (ValueError, AttributeError):
-        error = {}
-    code = str(error.get("code") or "")
-    kind = str(error.get("type") or "")
+    code = str(error_json(response, "error", "code") or "")
+    kind = str(error_json(response, "error", "type") or "")
     if code == "insufficient_quota" or kind == "insufficient_quota":
         return JobFailed(f"openai: {text}", reason=Reason.QUOTA_EXCEEDED)
     if code in ("content_policy_violation", "moderation_blocked") or "safety" in code:
@@ -123,25 +126,19 @@ class OpenAIProvider:
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> None:
-        self._api = ProviderApi(
+        self.api = ProviderApi.from_config(
             "openai",
-            config.base_url or BASE_URL,
+            config,
+            BASE_URL,
             auth=lambda: {"Authorization": f"Bearer {config.api_key}"},
-            secrets=config.secrets,
-            policy=replace(
-                policy, timeout_seconds=config.timeout_seconds or policy.timeout_seconds
-            ),
+            policy=policy,
             classify=classify,
             sleep=sleep,
             clock=clock,
         )
 
-    @property
-    def api(self) -> ProviderApi:
-        return self._api
-
     async def run(self, ctx: RunContext) -> None:
-        async with self._api.session() as http:
+        async with self.api.session() as http:
             if ctx.job.model in _IMAGE_MODELS:
                 await self._image(ctx, http)
             else:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 from typing import Any
 
 from core.catalog import InputSpec, ModelSpec, OutputKind, Price, PriceUnit, duration_choice
@@ -24,7 +23,7 @@ from core.providers.http import (
     ProviderApi,
     Scrubber,
     Sleep,
-    poll,
+    poll_task,
 )
 from core.providers.openai import BASE_URL, IMAGE_TYPES, MAX_PROMPT_CHARS, classify
 from core.settings import ProviderConfig
@@ -84,43 +83,33 @@ class OpenAIVideoProvider:
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> None:
-        self._clock = clock
-        self._api = ProviderApi(
+        self.api = ProviderApi.from_config(
             "openai",
-            config.base_url or BASE_URL,
+            config,
+            BASE_URL,
             auth=lambda: {"Authorization": f"Bearer {config.api_key}"},
-            secrets=config.secrets,
-            policy=replace(
-                policy, timeout_seconds=config.timeout_seconds or policy.timeout_seconds
-            ),
+            policy=policy,
             classify=classify,
             sleep=sleep,
             clock=clock,
         )
 
-    @property
-    def api(self) -> ProviderApi:
-        return self._api
-
     async def run(self, ctx: RunContext) -> None:
-        async with self._api.session() as http:
+        async with self.api.session() as http:
             video_id = await resume_or_submit(ctx, lambda: self._submit(ctx, http))
-
-            async def report(video: dict[str, Any]) -> None:
-                status = video.get("status", "")
-                fraction = min(0.9, max(0.0, float(video.get("progress") or 0) / 100 * 0.9))
-                await ctx.progress(fraction, f"sora: {status}")
-
-            video = await poll(
-                self._api,
+            video = await poll_task(
+                self.api,
+                ctx,
                 lambda: http.json("GET", f"/v1/videos/{video_id}"),
-                lambda v: v.get("status") in _DONE,
+                status_key="status",
+                done=_DONE,
+                # Sora's own percentage, the last tenth kept for the download.
+                fraction=lambda v: min(0.9, max(0.0, float(v.get("progress") or 0) / 100 * 0.9)),
+                label="sora",
                 deadline_seconds=DEADLINE_SECONDS,
-                on_update=report,
-                clock=self._clock,
             )
             if video["status"] == "failed":
-                raise _failure(video, self._api.scrub)
+                raise _failure(video, self.api.scrub)
             data, _ = await http.download(f"/v1/videos/{video_id}/content", authorized=True)
             await ctx.output_blob("video", data, "video/mp4")
             ctx.report_usage(int(video.get("seconds") or _seconds(ctx)))

@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import replace
 from typing import Any
 
 from core.catalog import InputSpec, ModelSpec, OutputKind, Price, PriceUnit
 from core.errors import Reason
 from core.providers.base import JobFailed, RunContext, resume_or_submit
-from core.providers.http import ApiSession, Clock, HttpPolicy, ProviderApi, Sleep, poll
+from core.providers.http import ApiSession, Clock, HttpPolicy, ProviderApi, Sleep, poll_task
 from core.settings import ProviderConfig
 
 log = logging.getLogger(__name__)
@@ -76,25 +75,18 @@ class ReplicateProvider:
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> None:
-        self._clock = clock
-        self._api = ProviderApi(
+        self.api = ProviderApi.from_config(
             "replicate",
-            config.base_url or BASE_URL,
+            config,
+            BASE_URL,
             auth=lambda: {"Authorization": f"Bearer {config.api_key}"},
-            secrets=config.secrets,
-            policy=replace(
-                policy, timeout_seconds=config.timeout_seconds or policy.timeout_seconds
-            ),
+            policy=policy,
             sleep=sleep,
             clock=clock,
         )
 
-    @property
-    def api(self) -> ProviderApi:
-        return self._api
-
     async def run(self, ctx: RunContext) -> None:
-        async with self._api.session() as http:
+        async with self.api.session() as http:
             created: dict[str, Any] = {}
 
             async def submit() -> str:
@@ -114,7 +106,7 @@ class ReplicateProvider:
                     "the prediction was cancelled at replicate", reason=Reason.CANCELLED
                 )
             if status == "failed":
-                message = self._api.scrub(str(prediction.get("error") or "the prediction failed"))
+                message = self.api.scrub(str(prediction.get("error") or "the prediction failed"))
                 reason = Reason.CONTENT_POLICY if "nsfw" in message.lower() else None
                 raise JobFailed(f"replicate: {message}", reason=reason)
             output = prediction.get("output")
@@ -152,25 +144,16 @@ class ReplicateProvider:
         """The prediction once it ended; its new log lines become the job's as they come."""
         if created.get("status") in _DONE:
             return created  # `Prefer: wait` had it done already
-        logged = 0
-
-        async def report(prediction: dict[str, Any]) -> None:
-            nonlocal logged
-            logs = str(prediction.get("logs") or "")
-            for line in logs[logged:].splitlines():
-                if line.strip():
-                    await ctx.log(f"replicate: {self._api.scrub(line.strip())}")
-            logged = len(logs)
-            fraction = 0.5 if prediction.get("status") == "processing" else 0.1
-            await ctx.progress(fraction, f"replicate: {prediction.get('status', '')}")
-
-        return await poll(
-            self._api,
+        return await poll_task(
+            self.api,
+            ctx,
             lambda: http.json("GET", f"/v1/predictions/{prediction_id}"),
-            lambda p: p.get("status") in _DONE,
+            status_key="status",
+            done=_DONE,
+            fraction=lambda p: 0.5 if p.get("status") == "processing" else 0.1,
+            label="replicate",
             deadline_seconds=DEADLINE_SECONDS,
-            on_update=report,
-            clock=self._clock,
+            logs_key="logs",
         )
 
     async def _cancel(self, http: ApiSession, prediction_id: str) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -20,7 +19,7 @@ import httpx
 from core.catalog import InputSpec, ModelSpec, OutputKind, Price, PriceUnit
 from core.errors import Reason
 from core.providers.base import JobFailed, RunContext
-from core.providers.http import Clock, HttpPolicy, ProviderApi, Sleep
+from core.providers.http import Clock, HttpPolicy, ProviderApi, Sleep, error_json
 from core.settings import ProviderConfig
 
 BASE_URL = "https://api.stability.ai"
@@ -76,11 +75,7 @@ _ENDPOINTS = {CORE.id: "core", ULTRA.id: "ultra", SD35_LARGE.id: "sd3", SD35_MED
 
 
 def classify(response: httpx.Response, text: str) -> JobFailed | None:
-    try:
-        name = str(response.json().get("name") or "")
-    except (ValueError, AttributeError):
-        name = ""
-    if name == "content_moderation":
+    if error_json(response, "name") == "content_moderation":
         return JobFailed(f"stability refused the input: {text}", reason=Reason.CONTENT_POLICY)
     return None
 
@@ -98,22 +93,16 @@ class StabilityProvider:
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> None:
-        self._api = ProviderApi(
+        self.api = ProviderApi.from_config(
             "stability",
-            config.base_url or BASE_URL,
+            config,
+            BASE_URL,
             auth=lambda: {"Authorization": f"Bearer {config.api_key}"},
-            secrets=config.secrets,
-            policy=replace(
-                policy, timeout_seconds=config.timeout_seconds or policy.timeout_seconds
-            ),
+            policy=policy,
             classify=classify,
             sleep=sleep,
             clock=clock,
         )
-
-    @property
-    def api(self) -> ProviderApi:
-        return self._api
 
     async def run(self, ctx: RunContext) -> None:
         job_input, model = ctx.job.input, ctx.job.model
@@ -135,7 +124,7 @@ class StabilityProvider:
         else:
             form["aspect_ratio"] = job_input.aspect_ratio or "1:1"
         await ctx.progress(0.1, f"asking {model}")
-        async with self._api.session() as http:
+        async with self.api.session() as http:
             response = await http.request(
                 "POST",
                 f"/v2beta/stable-image/generate/{_ENDPOINTS[model]}",
