@@ -24,6 +24,13 @@ class Reason(StrEnum):
     REQUESTED_FAILURE = "REQUESTED_FAILURE"
     INTERNAL = "INTERNAL"
     QUEUE_UNAVAILABLE = "QUEUE_UNAVAILABLE"
+    API_KEY_SCOPE_MISSING = "API_KEY_SCOPE_MISSING"
+    INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
+    CONCURRENCY_LIMIT = "CONCURRENCY_LIMIT"
+    RATE_LIMIT = "RATE_LIMIT"
+    USER_NOT_FOUND = "USER_NOT_FOUND"
+    TARIFF_NOT_FOUND = "TARIFF_NOT_FOUND"
+    API_KEY_NOT_FOUND = "API_KEY_NOT_FOUND"
 
 
 class JobgateError(Exception):
@@ -70,6 +77,22 @@ class Unauthenticated(JobgateError):
     """The caller did not prove who it is."""
 
     reason = Reason.API_KEY_INVALID
+
+
+class PermissionDenied(JobgateError):
+    """The caller is known but may not do this."""
+
+    reason = Reason.API_KEY_SCOPE_MISSING
+
+
+class ResourceExhausted(JobgateError):
+    """Over a limit for now; trying again after `retry_after` seconds may succeed."""
+
+    reason = Reason.RATE_LIMIT
+
+    def __init__(self, message: str, *, retry_after: float, reason: Reason | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after = retry_after
 
 
 class ConfigError(JobgateError):

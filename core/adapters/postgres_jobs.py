@@ -39,7 +39,8 @@ MIGRATIONS = "jobs"
 
 JOB_COLUMNS = (
     "id, owner, model, input, state, attempt, progress, outputs, error,"
-    " create_time, start_time, end_time, event_sequence, request_id, lease_expire_time"
+    " create_time, start_time, end_time, event_sequence, request_id, lease_expire_time,"
+    " billed, usage_units"
 )
 
 
@@ -61,8 +62,8 @@ _INSERT_EVENT = """, event AS (
 _CREATE = (
     f"""WITH job AS (
     INSERT INTO jobs (id, owner, model, input, state, create_time, event_sequence, request_id,
-                      fingerprint)
-    VALUES ($1, $2, $3, $4::jsonb, {_QUEUED}, $5, 1, $6, $7)
+                      fingerprint, billed)
+    VALUES ($1, $2, $3, $4::jsonb, {_QUEUED}, $5, 1, $6, $7, $9)
     ON CONFLICT (owner, request_id) DO NOTHING
     RETURNING id, create_time, 1 AS event_sequence, 0 AS attempt
 )"""
@@ -112,7 +113,7 @@ _RECORD = {
 _FINISH = (
     f"""WITH job AS (
     UPDATE jobs SET state = $3, error = $4::jsonb, end_time = $5, lease_expire_time = NULL,
-        event_sequence = event_sequence + 1
+        usage_units = $7, event_sequence = event_sequence + 1
     WHERE id = $1 AND state = {_RUNNING} AND attempt = $2
     RETURNING id, event_sequence, attempt
 )"""
@@ -184,6 +185,7 @@ class PostgresJobStore:
                 job.request_id,
                 fingerprint,
                 _payload(StateChanged(JobState.QUEUED)),
+                job.billed,
             )
         if inserted:
             created = Job(
@@ -195,6 +197,7 @@ class PostgresJobStore:
                 create_time=create_time,
                 event_sequence=1,
                 request_id=job.request_id,
+                billed=job.billed,
             )
             return created, True
         # A new statement, so a new snapshot: it sees the duplicate that ON CONFLICT waited for.
@@ -269,14 +272,26 @@ class PostgresJobStore:
         return JobEvent(job_id, sequence, now, attempt, payload)
 
     async def finish(
-        self, job_id: str, attempt: int, state: JobState, error: JobError | None = None
+        self,
+        job_id: str,
+        attempt: int,
+        state: JobState,
+        error: JobError | None = None,
+        usage_units: int = 0,
     ) -> JobEvent | None:
         if not state.terminal:
             raise ValueError(f"finish() needs a terminal state, not {state}")
         now = _now()
         payload = StateChanged(state, error)
         sequence = await self._pool.fetchval(
-            _FINISH, job_id, attempt, state.value, _error(error), now, _payload(payload)
+            _FINISH,
+            job_id,
+            attempt,
+            state.value,
+            _error(error),
+            now,
+            _payload(payload),
+            usage_units,
         )
         if sequence is None:
             return None
@@ -364,4 +379,6 @@ def _job_from_row(row: Mapping[str, Any]) -> Job:
         event_sequence=row["event_sequence"],
         request_id=row["request_id"],
         lease_expire_time=row["lease_expire_time"],
+        billed=row["billed"],
+        usage_units=row["usage_units"],
     )

@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     fingerprint TEXT NOT NULL,
     lease_expire_time INTEGER,
     published INTEGER NOT NULL DEFAULT 0,
+    billed INTEGER NOT NULL DEFAULT 0,
+    usage_units INTEGER NOT NULL DEFAULT 0,
     UNIQUE (owner, request_id)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, create_time DESC, id DESC);
@@ -71,6 +73,8 @@ CREATE TABLE IF NOT EXISTS events (
 ADDED_COLUMNS = {
     "lease_expire_time": "INTEGER",
     "published": "INTEGER NOT NULL DEFAULT 0",
+    "billed": "INTEGER NOT NULL DEFAULT 0",
+    "usage_units": "INTEGER NOT NULL DEFAULT 0",
 }
 # Created once the columns it names exist. The outbox sweep reads it; a job leaves it as soon
 # as it is published, claimed or cancelled, so it stays small.
@@ -81,7 +85,8 @@ UNPUBLISHED_INDEX = (
 
 JOB_COLUMNS = (
     "id, owner, model, input, state, attempt, progress, outputs, error,"
-    " create_time, start_time, end_time, event_sequence, request_id, lease_expire_time"
+    " create_time, start_time, end_time, event_sequence, request_id, lease_expire_time,"
+    " billed, usage_units"
 )
 
 _QUEUED = JobState.QUEUED.value
@@ -131,11 +136,19 @@ class SqliteJobStore:
         return await self._db.run(lambda conn: _record(conn, job_id, attempt, payload, _now()))
 
     async def finish(
-        self, job_id: str, attempt: int, state: JobState, error: JobError | None = None
+        self,
+        job_id: str,
+        attempt: int,
+        state: JobState,
+        error: JobError | None = None,
+        usage_units: int = 0,
     ) -> JobEvent | None:
         if not state.terminal:
             raise ValueError(f"finish() needs a terminal state, not {state}")
-        return await self._db.run(lambda conn: _finish(conn, job_id, attempt, state, error, _now()))
+        now = _now()
+        return await self._db.run(
+            lambda conn: _finish(conn, job_id, attempt, state, error, usage_units, now)
+        )
 
     async def cancel(self, job_id: str, error: JobError) -> tuple[Job, JobEvent | None] | None:
         return await self._db.run(lambda conn: _cancel(conn, job_id, error, _now()))
@@ -176,7 +189,7 @@ def _create(conn: sqlite3.Connection, job: NewJob) -> tuple[Job, bool]:
     create_time = codec.time_to_micros(job.create_time)
     inserted = conn.execute(
         "INSERT INTO jobs (id, owner, model, input, state, create_time, event_sequence,"
-        " request_id, fingerprint) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)"
+        " request_id, fingerprint, billed) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)"
         " ON CONFLICT (owner, request_id) DO NOTHING",
         (
             job.id,
@@ -187,6 +200,7 @@ def _create(conn: sqlite3.Connection, job: NewJob) -> tuple[Job, bool]:
             create_time,
             job.request_id,
             fingerprint,
+            int(job.billed),
         ),
     ).rowcount
     if inserted:
@@ -200,6 +214,7 @@ def _create(conn: sqlite3.Connection, job: NewJob) -> tuple[Job, bool]:
             create_time=codec.time_from_micros(create_time),
             event_sequence=1,
             request_id=job.request_id,
+            billed=job.billed,
         )
         return created, True
     row = conn.execute(
@@ -318,14 +333,15 @@ def _finish(
     attempt: int,
     state: JobState,
     error: JobError | None,
+    usage_units: int,
     now: datetime,
 ) -> JobEvent | None:
     micros = codec.time_to_micros(now)
     row = conn.execute(
         "UPDATE jobs SET state = ?, error = ?, end_time = ?, lease_expire_time = NULL,"
-        " event_sequence = event_sequence + 1"
+        " usage_units = ?, event_sequence = event_sequence + 1"
         " WHERE id = ? AND state = ? AND attempt = ? RETURNING event_sequence",
-        (state.value, _error_text(error), micros, job_id, _RUNNING, attempt),
+        (state.value, _error_text(error), micros, usage_units, job_id, _RUNNING, attempt),
     ).fetchone()
     if row is None:
         return None
@@ -446,6 +462,8 @@ def _job_from_row(row: Iterable[Any]) -> Job:
         event_sequence,
         request_id,
         lease_expire_time,
+        billed,
+        usage_units,
         *_,
     ) = row
     return Job(
@@ -466,6 +484,8 @@ def _job_from_row(row: Iterable[Any]) -> Job:
         lease_expire_time=(
             codec.time_from_micros(lease_expire_time) if lease_expire_time is not None else None
         ),
+        billed=bool(billed),
+        usage_units=usage_units,
     )
 
 
