@@ -199,8 +199,14 @@ class AccountStore(Protocol):
         """Gives back what the job's settlement captured; the amount refunded, or None when the
         job was never captured or was refunded already."""
 
-    async def open_holds(self, older_than: datetime, limit: int) -> list[OpenHold]:
-        """Holds placed before `older_than` and not settled, oldest first."""
+    async def open_holds(
+        self, older_than: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[OpenHold]:
+        """Holds placed before `older_than` and not settled, oldest first (by create_time, then
+        job_id); with `after`, only those past that (create_time, job_id): the next page."""
+
+    async def expire_rate_counters(self, before: datetime) -> None:
+        """Deletes the submit-rate counters of minutes that ended before `before`."""
 
     async def usage(self, owner: str, since: date, limit: int) -> list[Usage]:
         """The owner's settled jobs per UTC day and model from `since` on, newest day first."""

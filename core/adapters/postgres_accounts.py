@@ -381,14 +381,25 @@ class PostgresAccountStore:
             )
         return int(amount)
 
-    async def open_holds(self, older_than: datetime, limit: int) -> list[OpenHold]:
+    async def open_holds(
+        self, older_than: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[OpenHold]:
+        since, since_id = after or (datetime.min.replace(tzinfo=UTC), "")
         rows = await self._pool.fetch(
             "SELECT job_id, owner, create_time FROM holds"
-            " WHERE settle_time IS NULL AND create_time < $1 ORDER BY create_time LIMIT $2",
+            " WHERE settle_time IS NULL AND create_time < $1 AND (create_time, job_id) > ($3, $4)"
+            " ORDER BY create_time, job_id LIMIT $2",
             older_than,
             limit,
+            since,
+            since_id,
         )
         return [OpenHold(r["job_id"], r["owner"], r["create_time"]) for r in rows]
+
+    async def expire_rate_counters(self, before: datetime) -> None:
+        await self._pool.execute(
+            "DELETE FROM submit_counts WHERE minute < $1", int(before.timestamp() // 60)
+        )
 
     async def usage(self, owner: str, since: date, limit: int) -> list[Usage]:
         start = datetime(since.year, since.month, since.day, tzinfo=UTC)

@@ -102,7 +102,7 @@ CREATE TABLE holds (
     ending TEXT,
     UNIQUE (owner, request_id)
 );
-CREATE INDEX holds_open ON holds (create_time) WHERE settle_time IS NULL;
+CREATE INDEX holds_open ON holds (create_time, job_id) WHERE settle_time IS NULL;
 CREATE TABLE ledger (
     id INTEGER PRIMARY KEY,
     owner TEXT NOT NULL REFERENCES users (owner),
@@ -297,15 +297,25 @@ class SqliteAccountStore:
         now = _now_micros()
         return await self._db.run(lambda conn: _refund(conn, job_id, now))
 
-    async def open_holds(self, older_than: datetime, limit: int) -> list[OpenHold]:
+    async def open_holds(
+        self, older_than: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[OpenHold]:
+        since, since_id = (codec.time_to_micros(after[0]), after[1]) if after else (-1, "")
         rows = await self._db.run(
             lambda conn: conn.execute(
                 "SELECT job_id, owner, create_time FROM holds"
-                " WHERE settle_time IS NULL AND create_time < ? ORDER BY create_time LIMIT ?",
-                (codec.time_to_micros(older_than), limit),
+                " WHERE settle_time IS NULL AND create_time < ? AND (create_time, job_id) > (?, ?)"
+                " ORDER BY create_time, job_id LIMIT ?",
+                (codec.time_to_micros(older_than), since, since_id, limit),
             ).fetchall()
         )
         return [OpenHold(job_id, owner, codec.time_from_micros(t)) for job_id, owner, t in rows]
+
+    async def expire_rate_counters(self, before: datetime) -> None:
+        minute = int(before.timestamp() // 60)
+        await self._db.run(
+            lambda conn: conn.execute("DELETE FROM submit_counts WHERE minute < ?", (minute,))
+        )
 
     async def usage(self, owner: str, since: date, limit: int) -> list[Usage]:
         start = codec.time_to_micros(datetime(since.year, since.month, since.day, tzinfo=UTC))

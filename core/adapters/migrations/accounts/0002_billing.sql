@@ -53,7 +53,7 @@ CREATE TABLE holds (
     UNIQUE (owner, request_id)
 );
 -- The reconciler's scan: open holds oldest first; a hold leaves it once settled.
-CREATE INDEX holds_open ON holds (create_time) WHERE settle_time IS NULL;
+CREATE INDEX holds_open ON holds (create_time, job_id) WHERE settle_time IS NULL;
 
 -- Amounts are positive; the kind says which way money moves:
 -- available = TOP_UP - HOLD + RELEASE + REFUND, held = HOLD - CAPTURE - RELEASE.
