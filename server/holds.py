@@ -11,19 +11,17 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from core.backends import Backends
 from core.billing import Ending, HoldRequest
-from core.catalog import Catalog
 from core.jobs import NewJob
-from core.ports import AccountStore, JobStore, Principal
+from core.ports import Principal
 
 log = logging.getLogger(__name__)
 
 
 class Holds:
-    def __init__(self, accounts: AccountStore, jobs: JobStore, catalog: Catalog) -> None:
-        self._accounts = accounts
-        self._jobs = jobs
-        self._catalog = catalog
+    def __init__(self, backends: Backends) -> None:
+        self._backends = backends
 
     async def place(self, principal: Principal, new_job: NewJob) -> tuple[NewJob, bool]:
         """The job as it must be recorded, and whether this call placed a new hold.
@@ -32,18 +30,18 @@ class Holds:
         the job store finds (or, if the first call died before recording it, records) that job
         and nothing is held twice."""
         tariff = principal.tariff
-        terms = tariff.terms_for(self._catalog.get(new_job.model))
+        terms = tariff.terms_for(self._backends.catalog.get(new_job.model))
         if terms.hold_micros == 0 and not tariff.limited:
             return new_job, False
         request = HoldRequest(principal.owner, new_job.id, new_job.request_id, terms, tariff)
-        held_for = await self._accounts.hold(request)
+        held_for = await self._backends.accounts.hold(request)
         return replace(new_job, id=held_for, billed=True), held_for == new_job.id
 
     async def release(self, job_id: str) -> None:
         """Releases the hold of a job that is not recorded with it. Best effort: the
         reconciler releases what this could not."""
         try:
-            await self._accounts.settle(job_id, Ending.NOT_RECORDED)
+            await self._backends.accounts.settle(job_id, Ending.NOT_RECORDED)
         except Exception:
             log.warning("job %s: could not release its hold; the reconciler will", job_id)
 
@@ -51,7 +49,7 @@ class Holds:
         """After a failed record: the job may be recorded even so (a reply lost after the
         commit); then it keeps its hold and is settled when it ends."""
         try:
-            recorded = await self._jobs.get(job_id) is not None
+            recorded = await self._backends.jobs.get(job_id) is not None
         except Exception:
             log.warning("job %s: cannot tell whether it was recorded; the reconciler will", job_id)
             return

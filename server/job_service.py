@@ -60,7 +60,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self._watcher = watcher
         self._draining = draining
         self._uploads = uploads
-        self._holds = Holds(backends.accounts, backends.jobs, backends.catalog)
+        self._holds = Holds(backends)
         self._submissions: set[asyncio.Task[Job]] = set()
 
     @unary_errors
