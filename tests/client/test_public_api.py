@@ -15,8 +15,11 @@ from jobgate.client._messages import JobSpec, create_job, job_name, jobs_filter
 
 def test_the_public_names_are_pinned() -> None:
     assert sorted(jobgate.__all__) == [
+        "AdminClient",
         "AlreadyExistsError",
+        "AsyncAdminClient",
         "AsyncJobClient",
+        "Balance",
         "BlobRef",
         "DeadlineExceededError",
         "FailedPreconditionError",
@@ -31,6 +34,7 @@ def test_the_public_names_are_pinned() -> None:
         "JobgateError",
         "LogEntry",
         "Model",
+        "ModelPrice",
         "NotFoundError",
         "Output",
         "PermissionDeniedError",
@@ -39,6 +43,7 @@ def test_the_public_names_are_pinned() -> None:
         "RetryPolicy",
         "UnauthenticatedError",
         "UnavailableError",
+        "UsageRecord",
         "WatchJobResponse",
     ]
     assert all(hasattr(jobgate, name) for name in jobgate.__all__)
