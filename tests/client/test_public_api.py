@@ -207,3 +207,18 @@ def test_list_filters_follow_the_aip_160_subset() -> None:
     assert jobs_filter(jobgate.JobState.STATE_FAILED, "local/echo") == (
         'state = FAILED AND model = "local/echo"'
     )
+
+
+def test_a_retry_info_becomes_the_errors_retry_delay() -> None:
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = rich_status(code, "too many at once", "CONCURRENCY_LIMIT")
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromMilliseconds(1500)
+    status.details.add().Pack(retry)
+
+    error = from_rpc_error(FailedCall(code, "too many at once", status))
+    without = from_rpc_error(FailedCall(code, "too big", rich_status(code, "too big", "X")))
+
+    assert isinstance(error, jobgate.ResourceExhaustedError)
+    assert (error.reason, error.retry_delay) == ("CONCURRENCY_LIMIT", 1.5)
+    assert without.retry_delay is None
