@@ -18,7 +18,7 @@ from core.backends import Backends
 from core.errors import FailedPrecondition, InvalidArgument, NotFound, Reason
 from core.jobs import BlobRef, Job, JobError, JobEvent, NewJob
 from core.jobs import job_id_from_name as parse_job_name
-from core.ports import JobMessage, JobQuery
+from core.ports import JobMessage, JobQuery, Principal
 from core.settlement import settle_ended
 from server import listing
 from server.auth import current_principal
@@ -71,10 +71,9 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         if self._draining.is_set():
             raise Unavailable("the server is shutting down; retry on another replica")
         new_job = await self._new_job(principal.owner, request)
-        new_job, new_hold = await self._holds.place(principal, new_job)
         # Shielded: once held, the job is recorded (or its hold released) and once recorded it
         # is queued, even if the caller goes away or the server stops.
-        submission = asyncio.create_task(self._submit(new_job, new_hold))
+        submission = asyncio.create_task(self._submit(principal, new_job))
         self._submissions.add(submission)
         submission.add_done_callback(self._submissions.discard)
         job = await asyncio.shield(submission)
@@ -204,12 +203,14 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             raise _blob_not_found(field, f"{field}: no blob {key!r}")
         return ref
 
-    async def _submit(self, new_job: NewJob, new_hold: bool) -> Job:
-        """Records the job, then queues it: the store is the truth, the broker only carries it.
+    async def _submit(self, principal: Principal, new_job: NewJob) -> Job:
+        """Holds the job's price, records the job, then queues it: the store is the truth, the
+        broker only carries it.
 
         A hold this call placed is released when no job is recorded with it: the record failed,
         or the request_id named a job recorded without this hold. A job recorded but not yet
         queued keeps its hold: the outbox queues it."""
+        new_job, new_hold = await self._holds.place(principal, new_job)
         try:
             job, created = await self._backends.jobs.create(new_job)
         except Exception:
