@@ -292,6 +292,19 @@ class PostgresAccountStore:
                 )
                 if counted is None:
                     raise rate_exceeded(tariff.submits_per_minute, 60 - into_minute)
+            # The balance row last: concurrent holds of one owner queue on its lock, so it is
+            # held for this statement and the commit only.
+            await conn.execute(
+                _LEDGER_INSERT,
+                request.owner,
+                "HOLD",
+                amount,
+                request.job_id,
+                request.job_id,
+                terms.model,
+                0,
+                now,
+            )
             taken = await conn.fetchval(
                 _TAKE_HOLD, request.owner, amount, tariff.max_concurrent_jobs
             )
@@ -306,27 +319,22 @@ class PostgresAccountStore:
                         tariff.max_concurrent_jobs, CONCURRENCY_RETRY_SECONDS
                     )
                 raise insufficient_balance(amount, available)
-            await conn.execute(
-                _LEDGER_INSERT,
-                request.owner,
-                "HOLD",
-                amount,
-                request.job_id,
-                request.job_id,
-                terms.model,
-                0,
-                now,
-            )
         return request.job_id
 
     async def settle(self, job_id: str, ending: Ending, units: int = 0) -> Settlement | None:
         now = _now()
         async with self._pool.acquire() as conn, conn.transaction():
+            # Closing the hold is the statement that decides: of settlements racing, one finds
+            # it open; the others wait on its row lock, then find it closed.
             row = await conn.fetchrow(
-                "SELECT owner, model, per_job_micros, per_unit_micros, unit, max_units,"
-                " amount_micros FROM holds WHERE job_id = $1 AND settle_time IS NULL"
-                " FOR UPDATE",
+                "UPDATE holds SET settle_time = $2, ending = $3,"
+                " request_id = CASE WHEN $3 = 'NOT_RECORDED' THEN NULL ELSE request_id END"
+                " WHERE job_id = $1 AND settle_time IS NULL"
+                " RETURNING owner, model, per_job_micros, per_unit_micros, unit, max_units,"
+                " amount_micros",
                 job_id,
+                now,
+                ending.value,
             )
             if row is None:
                 return None
@@ -334,14 +342,6 @@ class PostgresAccountStore:
             owner, amount = row["owner"], row["amount_micros"]
             captured = terms.capture_micros(ending, units)
             released = amount - captured
-            await conn.execute(
-                "UPDATE holds SET settle_time = $2, ending = $3,"
-                " request_id = CASE WHEN $3 = 'NOT_RECORDED' THEN NULL ELSE request_id END"
-                " WHERE job_id = $1",
-                job_id,
-                now,
-                ending.value,
-            )
             entries = []
             if ending in (Ending.SUCCEEDED, Ending.CANCELLED_RUNNING):
                 used = min(units, terms.max_units) if ending is Ending.SUCCEEDED else 0
