@@ -186,10 +186,10 @@ async def test_create_holds_the_maximum_price_and_success_captures_the_units_use
     gateway: Gateway, start_worker: StartWorker
 ) -> None:
     alice = await gateway.caller("alice", 10_000)
-    await start_worker()
 
     job = (await gateway.jobs.CreateJob(images_request(3), metadata=alice)).job
     held = await gateway.balance("alice")
+    await start_worker()
     await wait_for_end(gateway.backends, job.name.removeprefix("jobs/"))
     await settled(gateway.backends.accounts)
 
