@@ -20,6 +20,7 @@ import grpc
 from google.protobuf import duration_pb2
 from jobgate.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
+from bench.cpu import CpuMeter
 from bench.service import RunningService, embedded_service
 from bench.stats import Result, percentile, table
 
@@ -44,7 +45,10 @@ async def run_to_end(stub: job_service_pb2_grpc.JobServiceStub, service: Running
     raise RuntimeError(f"{job.name} did not succeed")
 
 
-async def throughput(service: RunningService, jobs: int, in_flight: int, channels: int) -> float:
+async def throughput(
+    service: RunningService, jobs: int, in_flight: int, channels: int, meter: CpuMeter | None = None
+) -> float:
+    """Jobs/s end to end after a warm-up; `meter`, if given, measures the CPU of that run."""
     pool = [grpc.aio.insecure_channel(service.address) for _ in range(channels)]
     stubs = [job_service_pb2_grpc.JobServiceStub(c) for c in pool]
 
@@ -60,7 +64,11 @@ async def throughput(service: RunningService, jobs: int, in_flight: int, channel
         return time.perf_counter() - started
 
     await run(min(jobs, 500), in_flight)  # warm-up: connections, caches, SQLite pages
+    if meter:
+        meter.start()
     elapsed = await run(jobs, in_flight)
+    if meter:
+        meter.stop()
     for channel in pool:
         await channel.close()
     return jobs / elapsed

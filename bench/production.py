@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import tempfile
 import time
 import uuid
@@ -27,6 +28,7 @@ from google.protobuf import duration_pb2
 from jobgate.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 from bench.baselines import celery, raw_aio_pika
+from bench.cpu import CpuMeter
 from bench.embedded import create_latency, throughput
 from bench.rabbit import scratch_vhost
 from bench.service import RunningService
@@ -40,6 +42,7 @@ POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 TARGETS = {"create_p99_ms": 10.0, "idle_rss_mb": 500.0, "fanout_p99_ms": 100.0}
 OPEN_BATCH = 250
 OPEN_PAUSE_SECONDS = 0.25
+Processes = dict[str, int]  # pid by label
 
 
 @contextlib.contextmanager
@@ -71,9 +74,11 @@ async def _api_key(accounts_url: str) -> str:
 
 
 @contextlib.contextmanager
-def jobgate_stack(job_store: str, concurrency: int) -> Iterator[RunningService]:
-    """The whole production stack on scratch resources; `job_store` is "postgresql" or a
-    mongodb:// URL."""
+def jobgate_stack(
+    job_store: str, concurrency: int, queue_type: str = "quorum"
+) -> Iterator[tuple[RunningService, Processes]]:
+    """The whole production stack on scratch resources, and its processes by label;
+    `job_store` is "postgresql" or a mongodb:// URL."""
     with (
         scratch_vhost("jobgate-bench") as amqp,
         scratch_postgres() as postgres,
@@ -86,19 +91,27 @@ def jobgate_stack(job_store: str, concurrency: int) -> Iterator[RunningService]:
             "JOBGATE_ACCOUNT_STORE_URL": postgres,
             "JOBGATE_BLOB_HTTP_LISTEN": "127.0.0.1:0",
             "JOBGATE_WORKER_CONCURRENCY": str(concurrency),
+            "JOBGATE_RABBITMQ_QUEUE_TYPE": queue_type,
         }
         # Migrations run once here, before the processes race to apply them.
         key = asyncio.run(_api_key(postgres))
         with local_cluster(env, workers=2) as cluster:
-            yield RunningService(cluster.address, key, cluster.server.pid)
+            processes = {"server": cluster.server.pid, "load generator": os.getpid()}
+            processes |= {f"worker {n}": w.pid for n, w in enumerate(cluster.workers, 1)}
+            yield RunningService(cluster.address, key, cluster.server.pid), processes
 
 
 async def jobgate_rows(
-    service: RunningService, label: str, args: argparse.Namespace, streams: int = 0
+    stack: tuple[RunningService, Processes],
+    label: str,
+    args: argparse.Namespace,
+    streams: int = 0,
 ) -> tuple[float, list[Result]]:
-    """Throughput, then (with `streams`) the idle-streams run, then CreateJob latency, whose
-    backlog would disturb anything measured after it."""
-    jobs_per_second = await throughput(service, args.jobs, args.in_flight, args.channels)
+    """Throughput and its CPU, then (with `streams`) the idle-streams run, then CreateJob
+    latency, whose backlog would disturb anything measured after it."""
+    service, processes = stack
+    meter = CpuMeter(processes)
+    jobs_per_second = await throughput(service, args.jobs, args.in_flight, args.channels, meter)
     idle = await idle_streams(service, streams, args.channels * 4) if streams else []
     latencies = await create_latency(service, args.rate, args.seconds)
     p99 = percentile(latencies, 0.99)
@@ -107,6 +120,7 @@ async def jobgate_rows(
         Result(f"jobgate ({label}) CreateJob refused @ {args.rate:.0f}/s", refused, "calls"),
         *idle,
         Result(f"jobgate ({label}) end to end", jobs_per_second, "jobs/s"),
+        *cpu_rows(meter, args.jobs, label),
         Result(
             f"jobgate ({label}) CreateJob p50 @ {args.rate:.0f}/s", percentile(latencies, 0.5), "ms"
         ),
@@ -116,6 +130,25 @@ async def jobgate_rows(
             "ms",
             f"< {TARGETS['create_p99_ms']:.0f} ms",
             p99 < TARGETS["create_p99_ms"],
+        ),
+    ]
+
+
+def cpu_rows(meter: CpuMeter, jobs: int, label: str) -> list[Result]:
+    """Where the time goes: CPU milliseconds per job by process, and the rate that the
+    machine's cores could sustain at that cost."""
+    per_job = {name: 1000 * seconds / jobs for name, seconds in meter.spent.items()}
+    total = sum(per_job.values())
+    rows = [
+        Result(f"jobgate ({label}) CPU per job: {name}", ms, "ms")
+        for name, ms in sorted(per_job.items(), key=lambda item: -item[1])
+    ]
+    cores = os.cpu_count() or 1
+    return [
+        *rows,
+        Result(f"jobgate ({label}) CPU per job: all", total, "ms"),
+        Result(
+            f"jobgate ({label}) bound by {cores} cores at that cost", 1000 * cores / total, "jobs/s"
         ),
     ]
 
@@ -135,7 +168,7 @@ async def idle_streams(service: RunningService, streams: int, channels: int) -> 
     ready = 0
     all_ready = asyncio.Event()
     delays: list[float] = []
-    first_progress: asyncio.Event = asyncio.Event()
+    all_measured = asyncio.Event()
 
     async def watch(stub: job_service_pb2_grpc.JobServiceStub) -> None:
         nonlocal ready
@@ -150,7 +183,11 @@ async def idle_streams(service: RunningService, streams: int, channels: int) -> 
             elif all_ready.is_set() and message.event.HasField("progress"):
                 sent = message.event.create_time.ToNanoseconds() / 1e9
                 delays.append((time.time() - sent) * 1000)
-                first_progress.set()
+                if len(delays) == streams:
+                    all_measured.set()
+                # Hung up only once every watcher has the event: closing thousands of streams
+                # would load both ends while later watchers are still being measured.
+                await all_measured.wait()
                 call.cancel()
                 return
 
@@ -200,12 +237,19 @@ def measure(args: argparse.Namespace) -> list[Result]:
         bare = celery(url, args.jobs, backend="")
     with scratch_vhost("jobgate-bench") as url:
         with_backend = celery(url, args.jobs, backend="rpc://")
-    with jobgate_stack("postgresql", args.concurrency) as service:
-        ours, rows = asyncio.run(jobgate_rows(service, "PostgreSQL", args, args.streams))
+    with jobgate_stack("postgresql", args.concurrency) as stack:
+        ours, rows = asyncio.run(jobgate_rows(stack, "PostgreSQL", args, args.streams))
         results += rows
+    # Celery's queues are classic ones: the same kind of queue, for the like-for-like ratio.
+    with jobgate_stack("postgresql", args.concurrency, "classic") as (service, processes):
+        meter = CpuMeter(processes)
+        classic = asyncio.run(throughput(service, args.jobs, args.in_flight, args.channels, meter))
+        label = "PostgreSQL, classic queues"
+        results += [Result(f"jobgate ({label}) end to end", classic, "jobs/s")]
+        results += cpu_rows(meter, args.jobs, label)
     if args.mongo_url:
-        with jobgate_stack(args.mongo_url, args.concurrency) as service:
-            results += asyncio.run(jobgate_rows(service, "MongoDB", args))[1]
+        with jobgate_stack(args.mongo_url, args.concurrency) as stack:
+            results += asyncio.run(jobgate_rows(stack, "MongoDB", args))[1]
     results += [
         Result(
             "Celery, no result backend",
@@ -219,6 +263,7 @@ def measure(args: argparse.Namespace) -> list[Result]:
         Result("jobgate (PostgreSQL) / Celery no backend", ours / bare, "x"),
         Result("jobgate (PostgreSQL) / Celery rpc backend", ours / with_backend, "x"),
         Result("jobgate (PostgreSQL) / raw aio-pika", ours / ceiling, "x"),
+        Result("jobgate (classic queues) / Celery no backend", classic / bare, "x"),
     ]
     return results
 

@@ -181,6 +181,15 @@ class NewJob:
 
 
 @dataclass(frozen=True)
+class ProviderTask:
+    """A paid generation a provider runs on its side (submit, then poll), recorded on the job
+    before it is polled: a later attempt resumes it instead of paying for a second one."""
+
+    model: str  # the model it was submitted to: the job's own, or its fallback
+    id: str  # the provider's task or prediction id
+
+
+@dataclass(frozen=True)
 class Job:
     id: str
     owner: str
@@ -198,6 +207,8 @@ class Job:
     request_id: str | None = None
     # While RUNNING: until when the attempt holds the job; another claim waits that long.
     lease_expire_time: datetime | None = None
+    # Kept across attempts (a claim clears progress and outputs, never this).
+    provider_task: ProviderTask | None = None
     # An account hold was placed for the job, so its end must be settled (see core.billing).
     billed: bool = False
     # The price units the finishing attempt reported (RunContext.report_usage), kept with the

@@ -25,7 +25,18 @@ from core.billing import (
     Tariff,
     Usage,
 )
-from core.jobs import BlobRef, Job, JobError, JobEvent, JobState, LogLine, NewJob, Output, Progress
+from core.jobs import (
+    BlobRef,
+    Job,
+    JobError,
+    JobEvent,
+    JobState,
+    LogLine,
+    NewJob,
+    Output,
+    Progress,
+    ProviderTask,
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,11 @@ class JobStore(Protocol):
     ) -> JobEvent | None:
         """Appends an event of a running attempt; None (nothing written) unless the job is
         RUNNING at exactly `attempt`. Progress and Output also update the job."""
+
+    async def set_provider_task(self, job_id: str, attempt: int, task: ProviderTask) -> bool:
+        """Records the provider task the running attempt submitted, if the job is RUNNING at
+        exactly `attempt`; False (nothing written) when it is not. One write, no event. The task
+        stays on the job through every later claim, so the next attempt resumes it."""
 
     async def finish(
         self,
@@ -252,12 +268,23 @@ class Broker(Protocol):
     async def close(self) -> None: ...
 
 
+class Subscription(Protocol):
+    """One job's live events. Waiting for the next one may be cancelled (a timeout) without
+    losing any; close() ends the iteration once what arrived before it is taken."""
+
+    def __aiter__(self) -> AsyncIterator[JobEvent]: ...
+
+    async def __anext__(self) -> JobEvent: ...
+
+    def close(self) -> None: ...
+
+
 class EventBus(Protocol):
     """Carries job events live from whoever records them to every server feeding watchers."""
 
     async def publish(self, event: JobEvent) -> None: ...
 
-    def subscribe(self, job_id: str) -> AbstractAsyncContextManager[AsyncIterator[JobEvent]]:
+    def subscribe(self, job_id: str) -> AbstractAsyncContextManager[Subscription]:
         """Events of one job published from now on. Best effort: watchers fill gaps from the
         job store, which stays the source of truth."""
 

@@ -18,6 +18,29 @@ def _default_data_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class ProviderConfig:
+    """One AI provider's credentials and where it is. Secrets never show in a repr, a log line
+    or an error message."""
+
+    api_key: str = field(default="", repr=False)
+    # Kling signs its JWTs with a secret beside the access key (api_key).
+    secret_key: str = field(default="", repr=False)
+    base_url: str = ""  # empty: the provider's public API
+    timeout_seconds: float = 0.0  # per HTTP request; 0: the provider module's default
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.api_key, self.secret_key) if s)
+
+
+# The providers configured by JOBGATE_{NAME}_API_KEY (or _API_KEY_FILE), _BASE_URL and
+# _TIMEOUT_SECONDS; those signing with a second secret (Kling) also by _SECRET_KEY (or
+# _SECRET_KEY_FILE).
+PROVIDER_NAMES = ("openai", "gemini", "kling", "replicate", "stability")
+PROVIDERS_WITH_SECRET_KEY = ("kling",)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every knob, with the embedded defaults: one process, everything under `data_dir`."""
 
@@ -58,6 +81,11 @@ class Settings:
     # Used by an amqp:// broker.
     rabbitmq_queue_type: str = "quorum"
     rabbitmq_prefix: str = "jobgate"
+    # By provider name (see PROVIDER_NAMES); a provider without an API key serves nothing.
+    providers: Mapping[str, ProviderConfig] = field(default_factory=dict, repr=False)
+
+    def provider(self, name: str) -> ProviderConfig:
+        return self.providers.get(name, ProviderConfig())
 
     def __post_init__(self) -> None:
         # Store URLs left empty default to files under data_dir.
@@ -120,7 +148,40 @@ class Settings:
             values["rabbitmq_queue_type"] = value
         if (value := env.get(_var("s3_create_bucket"))) is not None:
             values["s3_create_bucket"] = _flag("s3_create_bucket", value)
+        values["providers"] = {name: _provider_config(env, name) for name in PROVIDER_NAMES}
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _provider_config(env: Mapping[str, str], name: str) -> ProviderConfig:
+    timeout = env.get(_var(f"{name}_timeout_seconds"))
+    return ProviderConfig(
+        api_key=_secret(env, f"{name}_api_key"),
+        secret_key=_secret(env, f"{name}_secret_key") if name in PROVIDERS_WITH_SECRET_KEY else "",
+        base_url=env.get(_var(f"{name}_base_url"), "").rstrip("/"),
+        timeout_seconds=(
+            float(_number(f"{name}_timeout_seconds", timeout, float)) if timeout else 0.0
+        ),
+    )
+
+
+def _secret(env: Mapping[str, str], name: str) -> str:
+    """The secret in JOBGATE_{NAME}, or in the file JOBGATE_{NAME}_FILE names (a mounted
+    secret); both set is a mistake worth stopping for. Errors name the variable, never the
+    value."""
+    value, path = env.get(_var(name), ""), env.get(_var(name + "_file"), "")
+    if value and path:
+        raise ConfigError(f"set {_var(name)} or {_var(name + '_file')}, not both")
+    if not path:
+        return value.strip()
+    try:
+        secret = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{_var(name + '_file')}={path!r}: cannot read it: {type(exc).__name__}"
+        ) from None
+    if not secret:
+        raise ConfigError(f"{_var(name + '_file')}={path!r} is empty")
+    return secret
 
 
 def _var(name: str) -> str:

@@ -46,7 +46,7 @@ class EmbeddedService:
         self._worker_task: asyncio.Task[None] | None = None
 
     async def start(self) -> Endpoint:
-        registry = builtin_registry()
+        registry = builtin_registry(self.settings)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._backends = await open_backends(self.settings, registry.catalog, serves_api=True)
         api_key = await dev_api_key(self._backends, self.settings.data_dir)

@@ -23,7 +23,7 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    backends = await open_backends(settings, builtin_registry().catalog, serves_api=True)
+    backends = await open_backends(settings, builtin_registry(settings).catalog, serves_api=True)
     try:
         server = JobgateServer(settings, backends)
         port = await server.start()

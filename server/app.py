@@ -129,6 +129,7 @@ class JobgateServer:
         grace = self._settings.shutdown_grace_seconds if grace is None else grace
         await self._health.enter_graceful_shutdown()
         self._draining.set()
+        self.watcher.drain()
         await self._server.stop(grace)
         await self._service.wait_for_submissions(grace=max(grace, 1.0))
         await self.outbox.stop()

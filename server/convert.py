@@ -86,7 +86,15 @@ def model_to_proto(spec: ModelSpec) -> model_pb2.Model:
         display_name=spec.display_name,
         description=spec.description,
         inputs=[
-            model_pb2.InputField(field=i.field, required=i.required, description=i.description)
+            model_pb2.InputField(
+                field=i.field,
+                required=i.required,
+                description=i.description,
+                choices=i.choices,
+                max_length=i.max_length,
+                max_items=i.max_items,
+                content_types=i.content_types,
+            )
             for i in spec.inputs
         ],
         outputs=[_output_kind(kind) for kind in spec.outputs],
@@ -96,6 +104,8 @@ def model_to_proto(spec: ModelSpec) -> model_pb2.Model:
             per_unit_micros=spec.price.per_unit_micros,
             unit=_price_unit(spec.price.unit),
         ),
+        max_units=spec.max_units,
+        fallback_model=spec.fallback,
     )
 
 

@@ -181,6 +181,8 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         files = tuple(
             [await self._input_file(owner, i, ref.key) for i, ref in enumerate(job_input.files)]
         )
+        for index, ref in enumerate(files):
+            spec.validate_file(index, ref)
         return NewJob(
             id=new_job_id(),
             owner=owner,

@@ -62,6 +62,10 @@ _CODE_OF_JOB_REASON = {
     Reason.INVALID_INPUT: grpc.StatusCode.INVALID_ARGUMENT,
     Reason.PROVIDER_ERROR: grpc.StatusCode.UNAVAILABLE,
     Reason.REQUESTED_FAILURE: grpc.StatusCode.ABORTED,
+    Reason.PROVIDER_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Reason.PROVIDER_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Reason.CONTENT_POLICY: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.QUOTA_EXCEEDED: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

@@ -18,7 +18,7 @@ from jobgate.v1 import job_service_pb2
 
 from core.errors import InvalidArgument, NotFound, Reason
 from core.jobs import Job, JobEvent, JobState, StateChanged, job_name
-from core.ports import EventBus, JobStore
+from core.ports import EventBus, JobStore, Subscription
 from server.convert import JobRenderer, timestamp
 from server.status import Unavailable
 
@@ -33,6 +33,8 @@ QUEUE_CHECK_SECONDS = 1.0
 QUEUE_CHECK_MAX_SECONDS = 10.0
 QUEUE_CHECKS_IN_FLIGHT = 4
 REPLAY_PAGE = 500
+# Events rendered lately, for the other watchers of the same job.
+RENDERED_LIMIT = 1024
 
 
 class JobWatcher:
@@ -53,21 +55,43 @@ class JobWatcher:
         self.keepalive_seconds = keepalive_seconds
         self.draining = draining
         self.queue_checks = asyncio.Semaphore(QUEUE_CHECKS_IN_FLIGHT)
-        self._open_streams = 0
+        self._feeds: set[Subscription] = set()
+        self._rendered: dict[tuple[str, int], tuple[JobEvent, Response]] = {}
 
     @property
     def open_streams(self) -> int:
         """How many WatchJob calls are being served right now."""
-        return self._open_streams
+        return len(self._feeds)
+
+    async def response(self, event: JobEvent) -> Response:
+        """The event as a message, rendered once however many streams send it: the bus hands
+        every watcher of a job the same event object."""
+        key = (event.job_id, event.sequence)
+        cached = self._rendered.get(key)
+        if cached is not None and cached[0] is event:
+            return cached[1]
+        response = Response(event=await self.renderer.event(event))
+        self._rendered[key] = (event, response)
+        if len(self._rendered) > RENDERED_LIMIT:
+            del self._rendered[next(iter(self._rendered))]
+        return response
+
+    def drain(self) -> None:
+        """Ends every stream (UNAVAILABLE, SHUTTING_DOWN) once `draining` is set: closing its
+        feed wakes it, so no stream needs a waiter of its own on `draining`."""
+        for feed in self._feeds:
+            feed.close()
 
     async def watch(self, job_id: str, owner: str, after_sequence: int) -> AsyncIterator[Response]:
         """Streams the job `job_id` of `owner` from `after_sequence`. Another owner's job is
         NOT_FOUND, exactly like a missing one."""
         if after_sequence < 0:
             raise InvalidArgument("after_sequence", "after_sequence must not be negative")
-        self._open_streams += 1
-        try:
-            async with self.events.subscribe(job_id) as live:
+        if self.draining.is_set():
+            raise Unavailable("the server is shutting down; resume the watch elsewhere")
+        async with self.events.subscribe(job_id) as live:
+            self._feeds.add(live)
+            try:
                 # Read after subscribing: whatever is recorded from now on also reaches the bus.
                 job = await self.jobs.get(job_id)
                 if job is None or job.owner != owner:
@@ -82,15 +106,16 @@ class JobWatcher:
                 stream = _Stream(self, job, live)
                 async for response in stream.run(after_sequence):
                     yield response
-        finally:
-            self._open_streams -= 1
+            finally:
+                self._feeds.discard(live)
 
 
 class _Stream:
     """One WatchJob call: what it has sent, and the job's state as of that."""
 
-    def __init__(self, watcher: JobWatcher, job: Job, live: AsyncIterator[JobEvent]) -> None:
+    def __init__(self, watcher: JobWatcher, job: Job, live: Subscription) -> None:
         self._jobs = watcher.jobs
+        self._watcher = watcher
         self._render = watcher.renderer
         self._keepalive = watcher.keepalive_seconds
         self._draining = watcher.draining
@@ -129,31 +154,28 @@ class _Stream:
 
     async def _follow(self) -> AsyncIterator[Response]:
         """Live events and timers until the terminal event, the end of the call, or draining."""
-        draining = asyncio.ensure_future(self._draining.wait())
-        next_event: asyncio.Future[JobEvent] | None = None
+        while not self._state.terminal:
+            event = await self._next_live()
+            responses = self._on_timer() if event is None else self._on_live(event)
+            async for response in responses:
+                yield response
+
+    async def _next_live(self) -> JobEvent | None:
+        """The next live event, or None when a timer is due first. A plain timeout around the
+        wait: thousands of streams wake for one event, and a task or asyncio.wait per stream
+        and event was most of the cost of waking them."""
         try:
-            while not self._state.terminal:
-                if next_event is None:
-                    next_event = asyncio.ensure_future(anext(self._live))
-                await asyncio.wait(
-                    {next_event, draining},
-                    timeout=max(0.0, self._next_wakeup() - self._loop.time()),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if next_event.done():
-                    event = _result(next_event)
-                    next_event = None
-                    async for response in self._on_live(event):
-                        yield response
-                elif draining.done():
-                    raise Unavailable("the server is shutting down; resume the watch elsewhere")
-                else:
-                    async for response in self._on_timer():
-                        yield response
-        finally:
-            draining.cancel()
-            if next_event is not None:
-                next_event.cancel()
+            async with asyncio.timeout_at(self._next_wakeup()):
+                return await anext(self._live)
+        except TimeoutError:
+            return None
+        except StopAsyncIteration:
+            if self._draining.is_set():
+                raise Unavailable(
+                    "the server is shutting down; resume the watch elsewhere"
+                ) from None
+            # The bus closes only when the process is shutting down.
+            raise Unavailable("the event feed closed; resume the watch elsewhere") from None
 
     def _next_wakeup(self) -> float:
         wakeup = self._idle_since + self._keepalive
@@ -226,12 +248,4 @@ class _Stream:
         self._last = event.sequence
         if isinstance(event.payload, StateChanged):
             self._state = event.payload.state
-        return Response(event=await self._render.event(event))
-
-
-def _result(next_event: asyncio.Future[JobEvent]) -> JobEvent:
-    try:
-        return next_event.result()
-    except StopAsyncIteration:
-        # The bus closes only when the process is shutting down.
-        raise Unavailable("the event feed closed; resume the watch elsewhere") from None
+        return await self._watcher.response(event)

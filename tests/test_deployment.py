@@ -27,7 +27,7 @@ import yaml
 from jobgate.cli._parser import PLUGIN_GROUP, build_parser
 
 from core import backends
-from core.settings import ENV_PREFIX, Settings
+from core.settings import ENV_PREFIX, PROVIDER_NAMES, Settings
 from launcher.embedded import Endpoint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,8 +40,16 @@ BACKING_SERVICES = ("rabbitmq", "mongo", "postgres", "minio")
 JOBGATE_SERVICES = ("server", "worker")
 ONE_SHOT_SERVICES = ("minio-init",)
 GRPC_PORT = 50051
-# Settings the stack has no use for: the local blob store's HTTP server (the stack uses S3).
-UNUSED_SETTINGS = {"JOBGATE_BLOB_HTTP_LISTEN"}
+# Settings the stack has no use for: the local blob store's HTTP server (the stack uses S3), and
+# the providers' base URLs and timeouts (the stack uses their public APIs and defaults).
+UNUSED_SETTINGS = {
+    "JOBGATE_BLOB_HTTP_LISTEN",
+    *(
+        f"JOBGATE_{name.upper()}_{knob}"
+        for name in PROVIDER_NAMES
+        for knob in ("BASE_URL", "TIMEOUT_SECONDS")
+    ),
+}
 # Each URL setting and the scheme tables core/backends.py opens it with.
 URL_SETTINGS = {
     "JOBGATE_JOB_STORE_URL": (backends.JOB_STORES,),

@@ -18,7 +18,7 @@ log = logging.getLogger("workers")
 
 
 async def serve(settings: Settings) -> None:
-    registry = builtin_registry()
+    registry = builtin_registry(settings)
     backends = await open_backends(settings, registry.catalog, serves_api=False)
     try:
         try:

@@ -3,14 +3,27 @@ watchers through the event bus. Every write is fenced by the attempt number."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import mimetypes
 import re
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from core.errors import Reason
-from core.jobs import BlobRef, Job, JobEvent, LogLevel, LogLine, Output, Progress
+from core.jobs import (
+    BlobRef,
+    Job,
+    JobEvent,
+    JobState,
+    LogLevel,
+    LogLine,
+    Output,
+    Progress,
+    ProviderTask,
+)
 from core.ports import BlobStore, EventBus, JobStore
 from core.providers.base import JobFailed
 
@@ -24,6 +37,13 @@ JSON_CONTENT_TYPE = "application/json"
 # What a store raises for a request it refuses: a bug that a retry cannot fix, so it fails the
 # job instead of sending it round the queue again.
 REFUSED = (ValueError, TypeError)
+
+# How long a provider may take to fetch an input file through the URL it is given.
+INPUT_URL_TTL = timedelta(hours=1)
+# Recording a submitted provider task is worth a few tries: failing it means the next attempt
+# submits (and pays) again.
+TASK_RECORD_TRIES = 3
+TASK_RECORD_BACKOFF_SECONDS = 0.5
 
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -98,8 +118,7 @@ class AttemptContext:
             await self._record(Output(label, json=value))
 
     async def read_file(self, ref: BlobRef) -> bytes:
-        if ref.key not in self._input_files:
-            raise ValueError(f"{ref.key} is not an input file of job {self._job.id}")
+        self._check_input(ref)
         try:
             return await self._blobs.get(ref.key)
         except KeyError:
@@ -111,10 +130,54 @@ class AttemptContext:
         except Exception as error:
             raise BackendUnavailable(f"could not read input file {ref.key}") from error
 
+    async def file_url(self, ref: BlobRef) -> str:
+        self._check_input(ref)
+        try:
+            return await self._blobs.download_url(ref.key, INPUT_URL_TTL)
+        except REFUSED:
+            raise
+        except Exception as error:
+            raise BackendUnavailable(f"could not sign a URL for input file {ref.key}") from error
+
+    async def cancelled(self) -> bool:
+        try:
+            job = await self._jobs.get(self._job.id)
+        except Exception:
+            log.warning("job %s: could not read its state", self._job.id, exc_info=True)
+            return False
+        return job is not None and job.state is JobState.CANCELLED
+
+    async def record_provider_task(self, task_id: str) -> None:
+        task = ProviderTask(model=self._job.model, id=task_id)
+        for attempt in range(TASK_RECORD_TRIES):
+            try:
+                recorded = await self._jobs.set_provider_task(self._job.id, self._job.attempt, task)
+                break
+            except REFUSED:
+                raise
+            except Exception as error:
+                if attempt == TASK_RECORD_TRIES - 1:
+                    raise BackendUnavailable(
+                        f"could not record provider task {task_id} on job {self._job.id}"
+                    ) from error
+                await asyncio.sleep(TASK_RECORD_BACKOFF_SECONDS)
+        if not recorded:
+            raise AttemptLost(f"job {self._job.id} attempt {self._job.attempt} lost the job")
+        self._job = replace(self._job, provider_task=task)
+
+    def run_as(self, model_id: str) -> None:
+        """From now on the attempt runs on `model_id` (a fallback): `job.model` says so to the
+        provider, and a task it submits is recorded for that model."""
+        self._job = replace(self._job, model=model_id)
+
     def report_usage(self, units: int) -> None:
         if units < 0:
             raise ValueError(f"usage must not be negative, not {units}")
         self.usage_units = units
+
+    def _check_input(self, ref: BlobRef) -> None:
+        if ref.key not in self._input_files:
+            raise ValueError(f"{ref.key} is not an input file of job {self._job.id}")
 
     def blob_key(self, label: str, index: int, content_type: str) -> str:
         """Tenant-scoped and attempt-scoped, so attempts and tenants never share a blob."""

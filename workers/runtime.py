@@ -29,7 +29,7 @@ from core.billing import Ending
 from core.errors import Reason
 from core.jobs import Job, JobError, JobEvent, JobState, LogLevel, LogLine, StateChanged
 from core.ports import Delivery, Held, JobMessage
-from core.providers.base import JobFailed, Provider
+from core.providers.base import JobFailed, Provider, ProviderUnavailable
 from core.providers.registry import ProviderRegistry
 from core.settings import Settings
 from workers.context import AttemptContext, AttemptLost, BackendUnavailable, publish
@@ -281,14 +281,17 @@ class Worker:
             job, claim_event = claimed
             in_flight.attempt = job
             await publish(events, claim_event)
+            # A task an earlier attempt submitted (maybe on the fallback) is resumed where it
+            # runs: never paid for twice.
+            model = job.provider_task.model if job.provider_task else job.model
             try:
-                provider = self._providers.provider_for(job.model)
+                provider = self._providers.provider_for(model)
             except KeyError:
                 outcome: Outcome | None = Outcome.failed(
-                    Reason.PROVIDER_ERROR, f"model {job.model} is not served by this worker"
+                    Reason.PROVIDER_ERROR, f"model {model} is not served by this worker"
                 )
             else:
-                outcome = await self._attempt(job, provider, job_events)
+                outcome = await self._attempt(job, model, provider, job_events)
         if outcome is None:
             log.debug("job %s attempt %d lost the job: nothing recorded", job.id, job.attempt)
             return
@@ -318,7 +321,7 @@ class Worker:
     async def _retry_later(self, job: Job, outcome: Outcome) -> None:
         """Says on the job that this attempt failed, then queues the job again after the
         backoff. A failure to queue it raises, so the delivery goes back to the queue instead."""
-        delay = self._retry.delay(job.attempt)
+        delay = max(self._retry.delay(job.attempt), outcome.retry_after)
         line = LogLine(
             f"attempt {job.attempt} failed: {outcome.cause}; retrying in {delay:.1f} s",
             LogLevel.WARNING,
@@ -334,12 +337,16 @@ class Worker:
         log.info("job %s: %s", job.id, line.message)
 
     async def _attempt(
-        self, job: Job, provider: Provider, job_events: AsyncIterator[JobEvent]
+        self, job: Job, model: str, provider: Provider, job_events: AsyncIterator[JobEvent]
     ) -> Outcome | None:
         """Runs the provider; the outcome to record, or None when the attempt lost the job."""
         ctx = AttemptContext(job, self._backends.jobs, self._backends.events, self._backends.blobs)
+        ctx.run_as(model)
         attempt = _RunningAttempt(
-            job, asyncio.create_task(provider.run(ctx), name=f"job {job.id} attempt {job.attempt}")
+            job,
+            asyncio.create_task(
+                self._run_provider(ctx, provider), name=f"job {job.id} attempt {job.attempt}"
+            ),
         )
         watcher = asyncio.create_task(self._stop_when_lost(attempt, job_events))
         try:
@@ -351,6 +358,23 @@ class Worker:
             await asyncio.wait({watcher, attempt.task})
         outcome = attempt.outcome()
         return replace(outcome, usage_units=ctx.usage_units) if outcome else None
+
+    async def _run_provider(self, ctx: AttemptContext, provider: Provider) -> None:
+        """Runs the provider; while it is unavailable and the catalog names a fallback this
+        worker serves, runs the job on the fallback instead, in the same attempt."""
+        try:
+            await provider.run(ctx)
+        except ProviderUnavailable as error:
+            model = ctx.job.model
+            fallback = self._providers.fallback_of(model)
+            # A task already submitted is paid for: it is resumed later, never replaced.
+            if fallback is None or ctx.job.provider_task is not None:
+                raise
+            await ctx.log(
+                f"{model} is unavailable ({error.message}); running on {fallback}", LogLevel.WARNING
+            )
+            ctx.run_as(fallback)
+            await self._providers.provider_for(fallback).run(ctx)
 
     async def _stop_when_lost(
         self, attempt: _RunningAttempt, job_events: AsyncIterator[JobEvent]
@@ -393,8 +417,10 @@ class Outcome:
 
     state: JobState
     error: JobError | None = None
-    # Set when the provider raised something unexpected: another attempt may succeed.
+    # Set when the provider raised something unexpected or was unavailable: another attempt
+    # may succeed, no sooner than `retry_after` seconds.
     cause: str | None = None
+    retry_after: float = 0.0
     # What the attempt reported through RunContext.report_usage: what success is billed by.
     usage_units: int = 0
 
@@ -454,6 +480,13 @@ class _RunningAttempt:
             return Outcome(JobState.SUCCEEDED)
         if isinstance(error, AttemptLost):
             return None
+        if isinstance(error, ProviderUnavailable):
+            return Outcome(
+                JobState.FAILED,
+                JobError(error.reason, error.message),
+                cause=error.message,
+                retry_after=error.retry_after,
+            )
         if isinstance(error, JobFailed):
             return Outcome.failed(error.reason, error.message)
         if isinstance(error, Exception):

@@ -8,6 +8,7 @@ import hmac
 import os
 import re
 import secrets
+import tempfile
 from pathlib import Path
 
 MAX_KEY_LENGTH = 512
@@ -69,18 +70,25 @@ def upload_signature_valid(
 
 
 def load_or_create_secret(path: Path) -> bytes:
-    """The secret stored at `path`, created (mode 0600) on first use and reused after."""
+    """The secret stored at `path`, created (mode 0600) on first use and reused after.
+
+    Processes starting together agree on one secret: it is written whole to a file of its own,
+    then linked into place, which fails for all but the first, so none reads a half-written one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        text = path.read_text().strip()
-        if len(text) < 2 * SECRET_BYTES:
-            raise ValueError(
-                f"{path} holds no usable secret; delete it to make a new one"
-            ) from None
-        return bytes.fromhex(text)
-    secret = secrets.token_bytes(SECRET_BYTES)
-    with os.fdopen(fd, "w") as file:
-        file.write(secret.hex())
-    return secret
+    if not path.exists():
+        secret = secrets.token_bytes(SECRET_BYTES)
+        fd, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(secret.hex())
+            os.link(draft, path)
+            return secret
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(draft)
+    text = path.read_text().strip()
+    if len(text) < 2 * SECRET_BYTES:
+        raise ValueError(f"{path} holds no usable secret; delete it to make a new one")
+    return bytes.fromhex(text)

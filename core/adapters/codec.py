@@ -22,6 +22,7 @@ from core.jobs import (
     LogLine,
     Output,
     Progress,
+    ProviderTask,
     StateChanged,
 )
 
@@ -203,3 +204,11 @@ def dumps(value: Any) -> str:
 
 def loads(text: str) -> Any:
     return json.loads(text)
+
+
+def provider_task_to_dict(task: ProviderTask) -> dict[str, Any]:
+    return {"model": task.model, "id": task.id}
+
+
+def provider_task_from_dict(data: dict[str, Any]) -> ProviderTask:
+    return ProviderTask(model=data["model"], id=data["id"])

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from core.jobs import JobEvent
+from core.ports import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class MemoryEventBus:
             subscription.put(event)
 
     @asynccontextmanager
-    async def subscribe(self, job_id: str) -> AsyncIterator[AsyncIterator[JobEvent]]:
+    async def subscribe(self, job_id: str) -> AsyncIterator[Subscription]:
         subscription = _Subscription(job_id, self._queue_limit)
         if self._closed:
             subscription.close()

@@ -44,6 +44,7 @@ from core.jobs import (
     NewJob,
     Output,
     Progress,
+    ProviderTask,
     StateChanged,
     lease_end,
     sources_of,
@@ -290,6 +291,13 @@ class MongoJobStore:
         if found is None:
             return None
         return _event(job_id, found["event_sequence"], micros, attempt, payload)
+
+    async def set_provider_task(self, job_id: str, attempt: int, task: ProviderTask) -> bool:
+        result = await self._jobs.update_one(
+            {"_id": job_id, "state": _RUNNING, "attempt": attempt},
+            {"$set": {"provider_task": codec.provider_task_to_dict(task)}},
+        )
+        return result.matched_count == 1
 
     async def finish(
         self,
@@ -543,6 +551,7 @@ def _job_from_doc(document: dict[str, Any]) -> Job:
     progress, error = document.get("progress"), document.get("error")
     start_time, end_time = document.get("start_time"), document.get("end_time")
     lease_expire_time = document.get("lease_expire_time")
+    task = document.get("provider_task")
     return Job(
         id=document["_id"],
         owner=document["owner"],
@@ -561,6 +570,7 @@ def _job_from_doc(document: dict[str, Any]) -> Job:
         lease_expire_time=(
             codec.time_from_micros(lease_expire_time) if lease_expire_time is not None else None
         ),
+        provider_task=codec.provider_task_from_dict(task) if task else None,
         # Documents from before billing have neither field: unbilled, no usage.
         billed=document.get("billed", False),
         usage_units=document.get("usage_units", 0),

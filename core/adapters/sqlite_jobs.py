@@ -27,6 +27,7 @@ from core.jobs import (
     NewJob,
     Output,
     Progress,
+    ProviderTask,
     StateChanged,
     lease_end,
     sources_of,
@@ -52,6 +53,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     fingerprint TEXT NOT NULL,
     lease_expire_time INTEGER,
     published INTEGER NOT NULL DEFAULT 0,
+    provider_task TEXT,
     billed INTEGER NOT NULL DEFAULT 0,
     usage_units INTEGER NOT NULL DEFAULT 0,
     UNIQUE (owner, request_id)
@@ -73,6 +75,7 @@ CREATE TABLE IF NOT EXISTS events (
 ADDED_COLUMNS = {
     "lease_expire_time": "INTEGER",
     "published": "INTEGER NOT NULL DEFAULT 0",
+    "provider_task": "TEXT",
     "billed": "INTEGER NOT NULL DEFAULT 0",
     "usage_units": "INTEGER NOT NULL DEFAULT 0",
 }
@@ -86,7 +89,7 @@ UNPUBLISHED_INDEX = (
 JOB_COLUMNS = (
     "id, owner, model, input, state, attempt, progress, outputs, error,"
     " create_time, start_time, end_time, event_sequence, request_id, lease_expire_time,"
-    " billed, usage_units"
+    " provider_task, billed, usage_units"
 )
 
 _QUEUED = JobState.QUEUED.value
@@ -134,6 +137,10 @@ class SqliteJobStore:
         if not isinstance(payload, Progress | LogLine | Output):
             raise TypeError(f"record() takes Progress, LogLine or Output, not {payload!r}")
         return await self._db.run(lambda conn: _record(conn, job_id, attempt, payload, _now()))
+
+    async def set_provider_task(self, job_id: str, attempt: int, task: ProviderTask) -> bool:
+        text = codec.dumps(codec.provider_task_to_dict(task))
+        return await self._db.run(lambda conn: _set_provider_task(conn, job_id, attempt, text))
 
     async def finish(
         self,
@@ -302,6 +309,14 @@ def _heartbeat(conn: sqlite3.Connection, job_id: str, attempt: int, until: int) 
     return changed == 1
 
 
+def _set_provider_task(conn: sqlite3.Connection, job_id: str, attempt: int, task: str) -> bool:
+    changed = conn.execute(
+        "UPDATE jobs SET provider_task = ? WHERE id = ? AND state = ? AND attempt = ?",
+        (task, job_id, _RUNNING, attempt),
+    ).rowcount
+    return changed == 1
+
+
 def _record(
     conn: sqlite3.Connection,
     job_id: str,
@@ -462,6 +477,7 @@ def _job_from_row(row: Iterable[Any]) -> Job:
         event_sequence,
         request_id,
         lease_expire_time,
+        provider_task,
         billed,
         usage_units,
         *_,
@@ -483,6 +499,9 @@ def _job_from_row(row: Iterable[Any]) -> Job:
         request_id=request_id,
         lease_expire_time=(
             codec.time_from_micros(lease_expire_time) if lease_expire_time is not None else None
+        ),
+        provider_task=(
+            codec.provider_task_from_dict(codec.loads(provider_task)) if provider_task else None
         ),
         billed=bool(billed),
         usage_units=usage_units,

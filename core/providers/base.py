@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from core.catalog import ModelSpec
@@ -13,6 +14,20 @@ class JobFailed(JobgateError):
     """Raised by a provider to end the job FAILED with a stable reason."""
 
     reason = Reason.PROVIDER_ERROR
+
+
+class ProviderUnavailable(JobFailed):
+    """The provider cannot serve the job now (it errs, rate-limits, times out, or its circuit is
+    open): the job runs again later, no sooner than `retry_after` seconds, on its fallback model
+    if the catalog names one, and ends FAILED with this reason once no attempt is left."""
+
+    reason = Reason.PROVIDER_UNAVAILABLE
+
+    def __init__(
+        self, message: str, *, retry_after: float = 0.0, reason: Reason | None = None
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after = retry_after
 
 
 class RunContext(Protocol):
@@ -39,6 +54,19 @@ class RunContext(Protocol):
     async def read_file(self, ref: BlobRef) -> bytes:
         """The content of one of the job's input files."""
 
+    async def file_url(self, ref: BlobRef) -> str:
+        """A short-lived URL that GETs one of the job's input files without credentials, for
+        providers that fetch inputs themselves."""
+
+    async def cancelled(self) -> bool:
+        """Whether the job's owner cancelled it: what a provider asks, once its run is cancelled,
+        before cancelling its task at the provider (not when the worker is only stopping, or a
+        newer attempt took over: those resume the task)."""
+
+    async def record_provider_task(self, task_id: str) -> None:
+        """Records, durably and before the task is polled, that the provider runs `task_id` for
+        `job.model`: a later attempt finds it as `job.provider_task` and resumes it."""
+
     def report_usage(self, units: int) -> None:
         """How many of the model's price units this attempt used: images, output seconds or
         tokens, as the model's `price.unit` says. The job is charged for the last value
@@ -46,12 +74,27 @@ class RunContext(Protocol):
 
 
 class Provider(Protocol):
-    """Runs the models it lists. Returning normally means SUCCEEDED; raising JobFailed means
-    FAILED with its reason (INVALID_INPUT for input the model cannot use); any other exception
-    is a bug of the provider: the job ends FAILED with PROVIDER_ERROR, the traceback is logged
-    and the job is not retried. Blocking work belongs in a thread (asyncio.to_thread)."""
+    """Runs the models it lists (`ctx.job.model`; on a fallback, the fallback's id). Returning
+    normally means SUCCEEDED; raising JobFailed means FAILED with its reason (INVALID_INPUT for
+    input the model cannot use), except ProviderUnavailable, which runs the job again later (or
+    at once on its fallback model); any other exception is a bug of the provider: its traceback
+    is logged and the job retried like a transient failure. Blocking work belongs in a thread
+    (asyncio.to_thread)."""
 
     @property
     def models(self) -> tuple[ModelSpec, ...]: ...
 
     async def run(self, ctx: RunContext) -> None: ...
+
+
+async def resume_or_submit(ctx: RunContext, submit: Callable[[], Awaitable[str]]) -> str:
+    """The provider task of this job: the one an earlier attempt submitted for this model, or a
+    new one from `submit`, recorded before this returns. Never pays twice for one job."""
+    task = ctx.job.provider_task
+    if task is not None and task.model == ctx.job.model:
+        await ctx.log(f"resuming provider task {task.id}")
+        return task.id
+    task_id = await submit()
+    await ctx.record_provider_task(task_id)
+    await ctx.log(f"submitted provider task {task_id}")
+    return task_id

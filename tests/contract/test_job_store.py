@@ -25,6 +25,7 @@ from core.jobs import (
     NewJob,
     Output,
     Progress,
+    ProviderTask,
     StateChanged,
     can_transition,
 )
@@ -641,6 +642,78 @@ async def test_the_end_of_a_job_clears_its_lease(job_store: JobStore, end: str) 
     assert ended.lease_expire_time is None
     assert await job_store.claim(job.id, LEASE) is None
     assert await job_store.heartbeat(job.id, 1, LEASE) is False
+
+
+# --- provider tasks (never pay twice) ---
+
+TASK = ProviderTask(model="kling/kling-v2-master", id="task-123")
+
+
+async def test_a_provider_task_is_recorded_by_the_running_attempt_and_writes_no_event(
+    job_store: JobStore,
+) -> None:
+    job = await job_in(job_store, JobState.RUNNING)
+
+    assert await job_store.set_provider_task(job.id, 1, TASK) is True
+
+    found = await job_store.get(job.id)
+    assert found == replace(job, provider_task=TASK)
+    assert sequences(await all_events(job_store, job.id)) == [1, 2]
+
+
+@pytest.mark.parametrize("source", [s for s in JobState if s is not JobState.RUNNING])
+async def test_only_a_running_job_takes_a_provider_task(
+    job_store: JobStore, source: JobState
+) -> None:
+    job = await job_in(job_store, source)
+
+    assert await job_store.set_provider_task(job.id, max(job.attempt, 1), TASK) is False
+    assert await job_store.get(job.id) == job
+    assert await job_store.set_provider_task("no-such-job", 1, TASK) is False
+
+
+async def test_a_stale_attempt_cannot_record_a_provider_task(job_store: JobStore) -> None:
+    job = await job_in(job_store, JobState.QUEUED)
+    await job_store.claim(job.id)
+    await job_store.claim(job.id)  # attempt 2 took over
+
+    assert await job_store.set_provider_task(job.id, 1, TASK) is False
+    found = await job_store.get(job.id)
+    assert found is not None and found.provider_task is None
+
+
+async def test_the_next_attempt_keeps_the_provider_task_but_not_progress_or_outputs(
+    job_store: JobStore,
+) -> None:
+    job = await job_in(job_store, JobState.RUNNING)
+    await job_store.set_provider_task(job.id, 1, TASK)
+    await job_store.record(job.id, 1, Progress(0.5, "polling"))
+    await job_store.record(job.id, 1, Output("text", text="partial"))
+
+    second = await claimed_job(job_store, job.id, timedelta(0))
+
+    assert (second.attempt, second.provider_task) == (2, TASK)
+    assert (second.progress, second.outputs) == (None, ())
+    newer = ProviderTask(model="kling/kling-v2-master", id="task-456")
+    assert await job_store.set_provider_task(job.id, 2, newer) is True
+    assert await job_store.finish(job.id, 2, JobState.SUCCEEDED) is not None
+    done = await job_store.get(job.id)
+    assert done is not None and done.provider_task == newer
+
+
+async def test_a_provider_task_survives_reopening_the_store(
+    job_stores: Reopenable[JobStore],
+) -> None:
+    store = await job_stores.open()
+    job = await job_in(store, JobState.RUNNING)
+    await store.set_provider_task(job.id, 1, TASK)
+
+    reopened = await job_stores.open()
+
+    found = await reopened.get(job.id)
+    assert found is not None and found.provider_task == TASK
+    [listed] = await reopened.list(JobQuery(owner="alice", limit=10))
+    assert listed.provider_task == TASK
 
 
 # --- the publish outbox ---

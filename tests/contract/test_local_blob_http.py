@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -128,6 +130,22 @@ def test_the_signing_secret_is_created_private_once_and_reused(tmp_path: Path) -
     assert load_or_create_secret(path) == first
     assert len(first) >= 32
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_processes_starting_together_agree_on_one_secret(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "blob-secret"
+    start = time.time() + 1.5  # every process is up by then, and they all go at once
+    with multiprocessing.get_context("spawn").Pool(8) as pool:
+        secrets = pool.starmap(_load_secret_at, [(path, start)] * 8)
+
+    assert len(set(secrets)) == 1
+    assert [p.name for p in path.parent.iterdir()] == ["blob-secret"]
+
+
+def _load_secret_at(path: Path, start: float) -> bytes:
+    while time.time() < start:
+        pass
+    return load_or_create_secret(path)
 
 
 def test_an_unusable_secret_file_is_an_error(tmp_path: Path) -> None:

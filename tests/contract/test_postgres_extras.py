@@ -21,8 +21,17 @@ from core.adapters.postgres_jobs import PostgresJobStore
 from core.backends import open_backends
 from core.catalog import Catalog
 from core.errors import ConfigError, InvalidArgument, Reason
-from core.jobs import JobError, JobInput, JobState, LogLine, NewJob, Output, Progress
-from core.ports import JobQuery
+from core.jobs import (
+    JobError,
+    JobEvent,
+    JobInput,
+    JobState,
+    LogLine,
+    NewJob,
+    Output,
+    Progress,
+)
+from core.ports import Claimed, JobQuery
 from core.settings import Settings
 from tests.fixtures.postgres import with_options
 
@@ -56,7 +65,8 @@ async def query(url: str, sql: str) -> list[asyncpg.Record]:
 def test_the_migrations_ship_inside_the_package() -> None:
     jobs, accounts = load_migrations("jobs"), load_migrations("accounts")
 
-    assert [m.version for m in jobs] == list(range(1, len(jobs) + 1))
+    versions = [m.version for m in jobs]
+    assert versions == sorted(set(versions)) and versions[0] == 1
     assert "CREATE TABLE jobs" in jobs[0].sql
     assert "CREATE TABLE api_keys" in accounts[0].sql
 
@@ -220,24 +230,87 @@ async def test_a_job_costs_one_round_trip_per_store_call(
         await store.close()
 
 
+# --- batches ---
+
+CONCURRENT_JOBS = 20
+
+
+async def test_calls_made_together_share_one_statement(tap: tuple[ProtocolTap, str]) -> None:
+    relay, url = tap
+    store = await PostgresJobStore.open(url, pool_size=1)
+    try:
+        jobs = [(await store.create(new_job()))[0] for _ in range(CONCURRENT_JOBS + 2)]
+        warm_up, jobs = jobs[:2], jobs[2:]
+        await asyncio.gather(*(store.claim(job.id) for job in warm_up))  # prepares the statement
+        before = relay.round_trips
+
+        claims = await asyncio.gather(*(store.claim(job.id) for job in jobs))
+        claim_trips = relay.round_trips - before
+        events = await asyncio.gather(*(store.record(j.id, 1, Progress(0.5)) for j in jobs))
+        ends = await asyncio.gather(*(store.finish(j.id, 1, JobState.SUCCEEDED) for j in jobs))
+        stored = [await store.get(job.id) for job in jobs]
+    finally:
+        await store.close()
+
+    assert claim_trips == 1
+    assert all(isinstance(c, Claimed) and c.job.attempt == 1 for c in claims)
+    assert [e.sequence for e in events if e] == [3] * CONCURRENT_JOBS
+    assert [e.sequence for e in ends if e] == [4] * CONCURRENT_JOBS
+    assert all(j and j.state is JobState.SUCCEEDED and j.progress for j in stored)
+
+
+async def test_in_a_batch_each_call_keeps_its_own_outcome(postgres_url: str) -> None:
+    store = await PostgresJobStore.open(postgres_url, pool_size=1)
+    try:
+        jobs = [(await store.create(new_job()))[0] for _ in range(4)]
+        first, *others = jobs
+        # Two claims of one job (a duplicate delivery): one starts it, the other finds it held.
+        claims = await asyncio.gather(
+            *(store.claim(job.id, timedelta(seconds=60)) for job in [first, first, *others])
+        )
+        # A stale attempt's write and a write PostgreSQL refuses fail alone.
+        outcomes = await asyncio.gather(
+            store.record(first.id, 1, LogLine("kept")),
+            store.record(others[0].id, 2, LogLine("stale attempt")),
+            store.record(others[1].id, 1, Output("o", text="a\0b")),
+            store.record(others[2].id, 1, LogLine("kept too")),
+            return_exceptions=True,
+        )
+    finally:
+        await store.close()
+
+    assert sorted(type(c).__name__ for c in claims[:2]) == ["Claimed", "Held"]
+    assert all(isinstance(c, Claimed) for c in claims[2:])
+    kept, stale, refused, kept_too = outcomes
+    assert isinstance(kept, JobEvent) and isinstance(kept_too, JobEvent)
+    assert stale is None
+    assert isinstance(refused, InvalidArgument)
+
+
 # --- indexes ---
 
 
 async def make_every_kind_of_call(store: PostgresJobStore) -> None:
     job, _ = await store.create(new_job(request_id="r"))
     await store.create(new_job(request_id="r"))
+    await asyncio.gather(store.create(new_job()), store.create(new_job()))  # a batch
     await store.claim(job.id, timedelta(seconds=60))
     await store.claim(job.id, timedelta(seconds=60))  # held: the read that tells why
     await store.heartbeat(job.id, 1, timedelta(seconds=60))
     for payload in (Progress(0.5), Output("o", text="x"), LogLine("x")):
         await store.record(job.id, 1, payload)
+        await asyncio.gather(*(store.record(job.id, n, payload) for n in (1, 2)))  # a batch
+    await asyncio.gather(*(store.claim(j.id) for j in [job, job]))  # a batch, none claimable
     await store.finish(job.id, 1, JobState.SUCCEEDED)
+    await asyncio.gather(*(store.finish(job.id, n, JobState.FAILED) for n in (1, 2)))  # a batch
     await store.cancel(job.id, JobError(Reason.CANCELLED, "late"))
     other, _ = await store.create(new_job())
     await store.cancel(other.id, JobError(Reason.CANCELLED, "stop"))
     await store.get(job.id)
+    await asyncio.gather(store.get(job.id), store.get(other.id))  # a batch
     await store.events(job.id, after=1)
     await store.jobs_ahead(job)
+    await asyncio.gather(store.jobs_ahead(job), store.jobs_ahead(other))  # a batch
     await store.unfinished()
     await store.unpublished(datetime.now(UTC), 100)
     await store.mark_published([job.id, other.id])
@@ -276,7 +349,9 @@ async def test_every_query_the_api_makes_is_served_by_an_index(
         await conn.execute(FILL)
         # Plans for any parameter values, as the pool's cached statements end up using.
         await conn.execute("SET plan_cache_mode = force_generic_plan")
-        plans = {sql: await _generic_plan(conn, sql) for sql in set(relay.statements)}
+        # asyncpg's own catalog query (type introspection, once per connection) is not ours.
+        ours = {sql for sql in relay.statements if "typeinfo_tree" not in sql}
+        plans = {sql: await _generic_plan(conn, sql) for sql in ours}
     finally:
         await conn.close()
 

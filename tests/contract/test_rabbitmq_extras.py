@@ -319,6 +319,34 @@ async def test_an_event_published_on_one_server_reaches_watchers_on_another_in_o
         await two.close()
 
 
+async def test_a_burst_of_events_travels_in_few_messages_with_each_cancel_alone(
+    rabbitmq_url: str, rabbitmq_topology: Topology, raw_channel: aio_pika.abc.AbstractChannel
+) -> None:
+    bus = await RabbitEventBus.open(rabbitmq_url, topology=rabbitmq_topology)
+    tap = await raw_channel.declare_queue(exclusive=True)
+    await tap.bind(rabbitmq_topology.events_exchange, routing_key="#")
+    job_id = uuid.uuid4().hex
+    now = datetime.now(UTC)
+    sent = [JobEvent(job_id, n, now, 1, Progress(n / 1000)) for n in range(1, 300)]
+    cancel = JobEvent(job_id, 300, now, 1, StateChanged(JobState.CANCELLED))
+    try:
+        for event in [*sent[:150], cancel, *sent[150:]]:
+            await bus.publish(event)
+
+        messages = []
+        async with tap.iterator(no_ack=True) as arriving:
+            while sum(len(json.loads(m.body)) for m in messages) < 300:
+                messages.append(await asyncio.wait_for(anext(arriving), WAIT_SECONDS))
+    finally:
+        await bus.close()
+
+    sequences = [item["sequence"] for m in messages for item in json.loads(m.body)]
+    cancels = [m for m in messages if m.routing_key == f"{job_id}.cancel"]
+    assert sequences == [*range(1, 151), 300, *range(151, 300)]
+    assert len(messages) < 10
+    assert len(cancels) == 1 and len(json.loads(cancels[0].body)) == 1
+
+
 async def test_a_worker_bus_gets_other_processes_cancels_and_nothing_else(
     rabbitmq_url: str, rabbitmq_topology: Topology
 ) -> None:

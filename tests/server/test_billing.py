@@ -35,7 +35,8 @@ from core.catalog import InputSpec, ModelSpec, OutputKind, Price, PriceUnit
 from core.jobs import JobState, NewJob
 from core.ports import AccountStore, JobMessage, JobStore
 from core.providers.base import RunContext
-from core.providers.registry import ProviderRegistry, builtin_providers
+from core.providers.local import LocalProvider
+from core.providers.registry import ProviderRegistry
 from core.settings import Settings
 from core.settlement import Reconciler
 from tests.contract.test_account_billing import assert_ledger_matches
@@ -82,7 +83,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def registry() -> ProviderRegistry:
-    return ProviderRegistry([*builtin_providers(), ImagesProvider()])
+    return ProviderRegistry([LocalProvider(), ImagesProvider()])
 
 
 @pytest.fixture

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from core.backends import Backends
 from core.errors import Reason
-from core.jobs import BlobRef, JobError, JobInput, JobState, Output
+from core.jobs import BlobRef, JobError, JobInput, JobState, Output, ProviderTask
+from core.ports import Claimed
 from core.providers.base import RunContext
 from tests.workers.conftest import StartWorker
-from tests.workers.helpers import OWNER, FunctionProvider, submit, wait_for_end
-from workers.context import MAX_INLINE_BYTES
+from tests.workers.helpers import OWNER, FunctionProvider, create_job, submit, wait_for_end
+from workers.context import MAX_INLINE_BYTES, AttemptContext, AttemptLost
 
 BIG_TEXT = "x" * (MAX_INLINE_BYTES + 1)
 BIG_JSON = {"items": list(range(MAX_INLINE_BYTES // 4))}
@@ -97,3 +100,57 @@ async def test_unsafe_labels_and_fractions_are_provider_bugs(
         done = await wait_for_end(backends, job.id)
         assert done.error == JobError(Reason.PROVIDER_ERROR, "the provider failed: ValueError")
         assert done.outputs == () and done.progress is None
+
+
+async def claimed_context(backends: Backends, job_input: JobInput) -> AttemptContext:
+    job = await create_job(backends, "test/any", job_input)
+    claimed = await backends.jobs.claim(job.id)
+    assert isinstance(claimed, Claimed)
+    return AttemptContext(claimed.job, backends.jobs, backends.events, backends.blobs)
+
+
+async def test_a_provider_gets_presigned_urls_of_the_jobs_input_files_only(
+    backends: Backends,
+) -> None:
+    given = await backends.blobs.put(f"tenants/{OWNER}/uploads/in.png", b"png", "image/png")
+    other = await backends.blobs.put("tenants/someone-else/x.png", b"png", "image/png")
+    ctx = await claimed_context(backends, JobInput(files=(given,)))
+
+    url = await ctx.file_url(given)
+
+    assert url.startswith("http") and given.key.rsplit("/", 1)[1] in url
+    with pytest.raises(ValueError, match="not an input file"):
+        await ctx.file_url(other)
+
+
+async def test_a_provider_task_is_recorded_on_the_job_and_fenced_by_the_attempt(
+    backends: Backends,
+) -> None:
+    ctx = await claimed_context(backends, JobInput(prompt="x"))
+
+    await ctx.record_provider_task("task-1")
+
+    stored = await backends.jobs.get(ctx.job.id)
+    assert stored is not None and stored.provider_task == ProviderTask("test/any", "task-1")
+    assert ctx.job.provider_task == stored.provider_task
+    assert not await ctx.cancelled()
+
+    await backends.jobs.cancel(ctx.job.id, JobError(Reason.CANCELLED, "by the owner"))
+    assert await ctx.cancelled()
+    with pytest.raises(AttemptLost):
+        await ctx.record_provider_task("task-2")
+    stored = await backends.jobs.get(ctx.job.id)
+    assert stored is not None and stored.provider_task == ProviderTask("test/any", "task-1")
+
+
+async def test_a_fallback_runs_as_its_own_model_and_its_task_is_recorded_for_it(
+    backends: Backends,
+) -> None:
+    ctx = await claimed_context(backends, JobInput(prompt="x"))
+
+    ctx.run_as("test/fallback")
+    await ctx.record_provider_task("t")
+
+    stored = await backends.jobs.get(ctx.job.id)
+    assert stored is not None and stored.model == "test/any"
+    assert stored.provider_task == ProviderTask("test/fallback", "t")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16jobgate/v1/model.proto\x12\njobgate.v1\"\xa6\x03\n\x05Model\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n\x08provider\x18\x02 \x01(\tR\x08provider\x12!\n\x0c\x64isplay_name\x18\x03 \x01(\tR\x0b\x64isplayName\x12 \n\x0b\x64\x65scription\x18\x04 \x01(\tR\x0b\x64\x65scription\x12.\n\x06inputs\x18\x05 \x03(\x0b\x32\x16.jobgate.v1.InputFieldR\x06inputs\x12\x36\n\x07outputs\x18\x06 \x03(\x0e\x32\x1c.jobgate.v1.Model.OutputKindR\x07outputs\x12\'\n\x05price\x18\x07 \x01(\x0b\x32\x11.jobgate.v1.PriceR\x05price\"\x9a\x01\n\nOutputKind\x12\x1b\n\x17OUTPUT_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTPUT_KIND_TEXT\x10\x01\x12\x14\n\x10OUTPUT_KIND_JSON\x10\x02\x12\x15\n\x11OUTPUT_KIND_IMAGE\x10\x03\x12\x15\n\x11OUTPUT_KIND_VIDEO\x10\x04\x12\x15\n\x11OUTPUT_KIND_AUDIO\x10\x05\"`\n\nInputField\x12\x14\n\x05\x66ield\x18\x01 \x01(\tR\x05\x66ield\x12\x1a\n\x08required\x18\x02 \x01(\x08R\x08required\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\"\x86\x02\n\x05Price\x12#\n\rcurrency_code\x18\x01 \x01(\tR\x0c\x63urrencyCode\x12$\n\x0eper_job_micros\x18\x02 \x01(\x03R\x0cperJobMicros\x12&\n\x0fper_unit_micros\x18\x03 \x01(\x03R\rperUnitMicros\x12*\n\x04unit\x18\x04 \x01(\x0e\x32\x16.jobgate.v1.Price.UnitR\x04unit\"^\n\x04Unit\x12\x14\n\x10UNIT_UNSPECIFIED\x10\x00\x12\x0e\n\nUNIT_IMAGE\x10\x01\x12\x16\n\x12UNIT_OUTPUT_SECOND\x10\x02\x12\x18\n\x14UNIT_THOUSAND_TOKENS\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16jobgate/v1/model.proto\x12\njobgate.v1\"\xea\x03\n\x05Model\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n\x08provider\x18\x02 \x01(\tR\x08provider\x12!\n\x0c\x64isplay_name\x18\x03 \x01(\tR\x0b\x64isplayName\x12 \n\x0b\x64\x65scription\x18\x04 \x01(\tR\x0b\x64\x65scription\x12.\n\x06inputs\x18\x05 \x03(\x0b\x32\x16.jobgate.v1.InputFieldR\x06inputs\x12\x36\n\x07outputs\x18\x06 \x03(\x0e\x32\x1c.jobgate.v1.Model.OutputKindR\x07outputs\x12\'\n\x05price\x18\x07 \x01(\x0b\x32\x11.jobgate.v1.PriceR\x05price\x12\x1b\n\tmax_units\x18\x1e \x01(\x03R\x08maxUnits\x12%\n\x0e\x66\x61llback_model\x18\x1f \x01(\tR\rfallbackModel\"\x9a\x01\n\nOutputKind\x12\x1b\n\x17OUTPUT_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTPUT_KIND_TEXT\x10\x01\x12\x14\n\x10OUTPUT_KIND_JSON\x10\x02\x12\x15\n\x11OUTPUT_KIND_IMAGE\x10\x03\x12\x15\n\x11OUTPUT_KIND_VIDEO\x10\x04\x12\x15\n\x11OUTPUT_KIND_AUDIO\x10\x05\"\xdb\x01\n\nInputField\x12\x14\n\x05\x66ield\x18\x01 \x01(\tR\x05\x66ield\x12\x1a\n\x08required\x18\x02 \x01(\x08R\x08required\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x18\n\x07\x63hoices\x18\x1e \x03(\tR\x07\x63hoices\x12\x1d\n\nmax_length\x18\x1f \x01(\x05R\tmaxLength\x12\x1b\n\tmax_items\x18  \x01(\x05R\x08maxItems\x12#\n\rcontent_types\x18! \x03(\tR\x0c\x63ontentTypes\"\x86\x02\n\x05Price\x12#\n\rcurrency_code\x18\x01 \x01(\tR\x0c\x63urrencyCode\x12$\n\x0eper_job_micros\x18\x02 \x01(\x03R\x0cperJobMicros\x12&\n\x0fper_unit_micros\x18\x03 \x01(\x03R\rperUnitMicros\x12*\n\x04unit\x18\x04 \x01(\x0e\x32\x16.jobgate.v1.Price.UnitR\x04unit\"^\n\x04Unit\x12\x14\n\x10UNIT_UNSPECIFIED\x10\x00\x12\x0e\n\nUNIT_IMAGE\x10\x01\x12\x16\n\x12UNIT_OUTPUT_SECOND\x10\x02\x12\x18\n\x14UNIT_THOUSAND_TOKENS\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,13 +32,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobgate.v1.model_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODEL']._serialized_start=39
-  _globals['_MODEL']._serialized_end=461
-  _globals['_MODEL_OUTPUTKIND']._serialized_start=307
-  _globals['_MODEL_OUTPUTKIND']._serialized_end=461
-  _globals['_INPUTFIELD']._serialized_start=463
-  _globals['_INPUTFIELD']._serialized_end=559
-  _globals['_PRICE']._serialized_start=562
-  _globals['_PRICE']._serialized_end=824
-  _globals['_PRICE_UNIT']._serialized_start=730
-  _globals['_PRICE_UNIT']._serialized_end=824
+  _globals['_MODEL']._serialized_end=529
+  _globals['_MODEL_OUTPUTKIND']._serialized_start=375
+  _globals['_MODEL_OUTPUTKIND']._serialized_end=529
+  _globals['_INPUTFIELD']._serialized_start=532
+  _globals['_INPUTFIELD']._serialized_end=751
+  _globals['_PRICE']._serialized_start=754
+  _globals['_PRICE']._serialized_end=1016
+  _globals['_PRICE_UNIT']._serialized_start=922
+  _globals['_PRICE_UNIT']._serialized_end=1016
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Model(_message.Message):
-    __slots__ = ("id", "provider", "display_name", "description", "inputs", "outputs", "price")
+    __slots__ = ("id", "provider", "display_name", "description", "inputs", "outputs", "price", "max_units", "fallback_model")
     class OutputKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         OUTPUT_KIND_UNSPECIFIED: _ClassVar[Model.OutputKind]
@@ -30,6 +30,8 @@ class Model(_message.Message):
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     PRICE_FIELD_NUMBER: _ClassVar[int]
+    MAX_UNITS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_MODEL_FIELD_NUMBER: _ClassVar[int]
     id: str
     provider: str
     display_name: str
@@ -37,17 +39,27 @@ class Model(_message.Message):
     inputs: _containers.RepeatedCompositeFieldContainer[InputField]
     outputs: _containers.RepeatedScalarFieldContainer[Model.OutputKind]
     price: Price
-    def __init__(self, id: _Optional[str] = ..., provider: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputField, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Model.OutputKind, str]]] = ..., price: _Optional[_Union[Price, _Mapping]] = ...) -> None: ...
+    max_units: int
+    fallback_model: str
+    def __init__(self, id: _Optional[str] = ..., provider: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputField, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Model.OutputKind, str]]] = ..., price: _Optional[_Union[Price, _Mapping]] = ..., max_units: _Optional[int] = ..., fallback_model: _Optional[str] = ...) -> None: ...
 
 class InputField(_message.Message):
-    __slots__ = ("field", "required", "description")
+    __slots__ = ("field", "required", "description", "choices", "max_length", "max_items", "content_types")
     FIELD_FIELD_NUMBER: _ClassVar[int]
     REQUIRED_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPES_FIELD_NUMBER: _ClassVar[int]
     field: str
     required: bool
     description: str
-    def __init__(self, field: _Optional[str] = ..., required: _Optional[bool] = ..., description: _Optional[str] = ...) -> None: ...
+    choices: _containers.RepeatedScalarFieldContainer[str]
+    max_length: int
+    max_items: int
+    content_types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, field: _Optional[str] = ..., required: _Optional[bool] = ..., description: _Optional[str] = ..., choices: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., max_items: _Optional[int] = ..., content_types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Price(_message.Message):
     __slots__ = ("currency_code", "per_job_micros", "per_unit_micros", "unit")
