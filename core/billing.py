@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 
 from core.catalog import ModelSpec, Price, PriceUnit
@@ -182,6 +182,8 @@ class ApiKeyInfo:
     owner: str
     scopes: frozenset[Scope]
     revoked: bool
+    # When it last authenticated, to LAST_USED_RESOLUTION; None if never.
+    last_used_time: datetime | None = None
 
 
 @dataclass(frozen=True)

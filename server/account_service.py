@@ -79,12 +79,15 @@ def usage_to_proto(usage: Usage) -> account_pb2.UsageRecord:
 
 
 def key_to_proto(key: ApiKeyInfo) -> account_pb2.ApiKey:
-    return account_pb2.ApiKey(
+    message = account_pb2.ApiKey(
         name=f"apiKeys/{key.key_id}",
         user=user_name(key.owner),
         scopes=sorted(_PROTO_OF_SCOPE[s] for s in key.scopes),
         revoked=key.revoked,
     )
+    if key.last_used_time is not None:
+        message.last_use_time.FromDatetime(key.last_used_time)
+    return message
 
 
 def scopes_from_proto(values: Any, field: str) -> list[Scope]:

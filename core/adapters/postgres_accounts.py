@@ -166,14 +166,14 @@ class PostgresAccountStore:
     async def revoke_key(self, key_id: str) -> ApiKeyInfo | None:
         row = await self._pool.fetchrow(
             "UPDATE api_keys SET revoked = true WHERE key_id = $1"
-            " RETURNING key_id, owner, scopes, revoked",
+            " RETURNING key_id, owner, scopes, revoked, last_used_time",
             key_id,
         )
         return _key_info(row) if row else None
 
     async def list_keys(self, owner: str) -> list[ApiKeyInfo]:
         rows = await self._pool.fetch(
-            "SELECT key_id, owner, scopes, revoked FROM api_keys WHERE owner = $1"
+            "SELECT key_id, owner, scopes, revoked, last_used_time FROM api_keys WHERE owner = $1"
             " ORDER BY create_time, key_id",
             owner,
         )
@@ -457,7 +457,13 @@ def _terms(row: Mapping[str, Any]) -> HoldTerms:
 
 
 def _key_info(row: Mapping[str, Any]) -> ApiKeyInfo:
-    return ApiKeyInfo(row["key_id"], row["owner"], scopes_from_text(row["scopes"]), row["revoked"])
+    return ApiKeyInfo(
+        row["key_id"],
+        row["owner"],
+        scopes_from_text(row["scopes"]),
+        row["revoked"],
+        row["last_used_time"],
+    )
 
 
 def _balance(row: Mapping[str, Any]) -> Balance:

@@ -140,7 +140,7 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
 
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_v1, _migrate_v2)
 
-_KEY_COLUMNS = "key_id, owner, scopes, revoked"
+_KEY_COLUMNS = "key_id, owner, scopes, revoked, last_used_time"
 _TARIFF_SELECT = "SELECT name, max_concurrent_jobs, submits_per_minute FROM tariffs WHERE name = ?"
 _LEDGER_INSERT = (
     "INSERT INTO ledger (owner, kind, amount_micros, reference, job_id, model, units,"
@@ -527,5 +527,6 @@ def _refund(conn: sqlite3.Connection, job_id: str, now: int) -> int | None:
 
 
 def _key_info(row: tuple[Any, ...]) -> ApiKeyInfo:
-    key_id, owner, scopes, revoked = row
-    return ApiKeyInfo(key_id, owner, scopes_from_text(scopes), bool(revoked))
+    key_id, owner, scopes, revoked, last_used = row
+    used = codec.time_from_micros(last_used) if last_used is not None else None
+    return ApiKeyInfo(key_id, owner, scopes_from_text(scopes), bool(revoked), used)

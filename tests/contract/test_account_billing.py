@@ -98,6 +98,22 @@ async def test_a_revoked_key_is_refused_and_listed_as_revoked(account_store: Acc
     assert await account_store.revoke_key("0123456789ab") is None
 
 
+async def test_a_keys_last_use_is_recorded_when_it_authenticates(
+    account_store: AccountStore,
+) -> None:
+    used = await account_store.create_key("alice")
+    await account_store.create_key("alice")
+    before = datetime.now(UTC)
+
+    await account_store.authenticate(used)
+    await account_store.authenticate(used)
+
+    first, second = await account_store.list_keys("alice")
+    assert first.last_used_time is not None
+    assert first.last_used_time >= before - timedelta(seconds=1)
+    assert second.last_used_time is None
+
+
 async def test_a_users_tariff_reaches_its_keys(account_store: AccountStore) -> None:
     tariff = Tariff(
         "pro",

@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from jobgate.v1 import model_pb2 as jobgate_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18jobgate/v1/account.proto\x12\njobgate.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x16jobgate/v1/model.proto\"\xab\x01\n\x07\x42\x61lance\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x04name\x12/\n\x10\x61vailable_micros\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03R\x0f\x61vailableMicros\x12%\n\x0bheld_micros\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03R\nheldMicros:.\xea\x41+\n\x13jobgate.dev/Balance\x12\x14users/{user}/balance\"\xa7\x01\n\x0bUsageRecord\x12\x16\n\x03\x64\x61y\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x03\x64\x61y\x12\x1a\n\x05model\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x05model\x12!\n\tjob_count\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03R\x08jobCount\x12\x1a\n\x05units\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03R\x05units\x12%\n\x0b\x63ost_micros\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x03R\ncostMicros\"z\n\x04User\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12\x33\n\x06tariff\x18\x02 \x01(\tB\x1b\xe2\x41\x01\x01\xfa\x41\x14\n\x12jobgate.dev/TariffR\x06tariff:#\xea\x41 \n\x10jobgate.dev/User\x12\x0cusers/{user}\"\xbf\x01\n\x06\x41piKey\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x04name\x12\x18\n\x04user\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x04user\x12\x35\n\x06scopes\x18\x03 \x03(\x0e\x32\x17.jobgate.v1.ApiKeyScopeB\x04\xe2\x41\x01\x03R\x06scopes\x12\x1e\n\x07revoked\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x03R\x07revoked:*\xea\x41\'\n\x12jobgate.dev/ApiKey\x12\x11\x61piKeys/{api_key}\"\xed\x01\n\x06Tariff\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12\x34\n\x06prices\x18\x02 \x03(\x0b\x32\x16.jobgate.v1.ModelPriceB\x04\xe2\x41\x01\x01R\x06prices\x12\x34\n\x13max_concurrent_jobs\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x01R\x11maxConcurrentJobs\x12\x32\n\x12submits_per_minute\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x01R\x10submitsPerMinute:)\xea\x41&\n\x12jobgate.dev/Tariff\x12\x10tariffs/{tariff}\"W\n\nModelPrice\x12\x1a\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x05model\x12-\n\x05price\x18\x02 \x01(\x0b\x32\x11.jobgate.v1.PriceB\x04\xe2\x41\x01\x02R\x05price*]\n\x0b\x41piKeyScope\x12\x1d\n\x19\x41PI_KEY_SCOPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41PI_KEY_SCOPE_JOBS\x10\x01\x12\x17\n\x13\x41PI_KEY_SCOPE_ADMIN\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18jobgate/v1/account.proto\x12\njobgate.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16jobgate/v1/model.proto\"\xab\x01\n\x07\x42\x61lance\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x04name\x12/\n\x10\x61vailable_micros\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03R\x0f\x61vailableMicros\x12%\n\x0bheld_micros\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03R\nheldMicros:.\xea\x41+\n\x13jobgate.dev/Balance\x12\x14users/{user}/balance\"\xa7\x01\n\x0bUsageRecord\x12\x16\n\x03\x64\x61y\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x03\x64\x61y\x12\x1a\n\x05model\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x05model\x12!\n\tjob_count\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03R\x08jobCount\x12\x1a\n\x05units\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03R\x05units\x12%\n\x0b\x63ost_micros\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x03R\ncostMicros\"z\n\x04User\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12\x33\n\x06tariff\x18\x02 \x01(\tB\x1b\xe2\x41\x01\x01\xfa\x41\x14\n\x12jobgate.dev/TariffR\x06tariff:#\xea\x41 \n\x10jobgate.dev/User\x12\x0cusers/{user}\"\x85\x02\n\x06\x41piKey\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x04name\x12\x18\n\x04user\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x04user\x12\x35\n\x06scopes\x18\x03 \x03(\x0e\x32\x17.jobgate.v1.ApiKeyScopeB\x04\xe2\x41\x01\x03R\x06scopes\x12\x1e\n\x07revoked\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x03R\x07revoked\x12\x44\n\rlast_use_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x0blastUseTime:*\xea\x41\'\n\x12jobgate.dev/ApiKey\x12\x11\x61piKeys/{api_key}\"\xed\x01\n\x06Tariff\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12\x34\n\x06prices\x18\x02 \x03(\x0b\x32\x16.jobgate.v1.ModelPriceB\x04\xe2\x41\x01\x01R\x06prices\x12\x34\n\x13max_concurrent_jobs\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x01R\x11maxConcurrentJobs\x12\x32\n\x12submits_per_minute\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x01R\x10submitsPerMinute:)\xea\x41&\n\x12jobgate.dev/Tariff\x12\x10tariffs/{tariff}\"W\n\nModelPrice\x12\x1a\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x05model\x12-\n\x05price\x18\x02 \x01(\x0b\x32\x11.jobgate.v1.PriceB\x04\xe2\x41\x01\x02R\x05price*]\n\x0b\x41piKeyScope\x12\x1d\n\x19\x41PI_KEY_SCOPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41PI_KEY_SCOPE_JOBS\x10\x01\x12\x17\n\x13\x41PI_KEY_SCOPE_ADMIN\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -66,6 +67,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APIKEY'].fields_by_name['scopes']._serialized_options = b'\342A\001\003'
   _globals['_APIKEY'].fields_by_name['revoked']._loaded_options = None
   _globals['_APIKEY'].fields_by_name['revoked']._serialized_options = b'\342A\001\003'
+  _globals['_APIKEY'].fields_by_name['last_use_time']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['last_use_time']._serialized_options = b'\342A\001\003'
   _globals['_APIKEY']._loaded_options = None
   _globals['_APIKEY']._serialized_options = b'\352A\'\n\022jobgate.dev/ApiKey\022\021apiKeys/{api_key}'
   _globals['_TARIFF'].fields_by_name['name']._loaded_options = None
@@ -82,18 +85,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELPRICE'].fields_by_name['model']._serialized_options = b'\342A\001\002'
   _globals['_MODELPRICE'].fields_by_name['price']._loaded_options = None
   _globals['_MODELPRICE'].fields_by_name['price']._serialized_options = b'\342A\001\002'
-  _globals['_APIKEYSCOPE']._serialized_start=1115
-  _globals['_APIKEYSCOPE']._serialized_end=1208
-  _globals['_BALANCE']._serialized_start=125
-  _globals['_BALANCE']._serialized_end=296
-  _globals['_USAGERECORD']._serialized_start=299
-  _globals['_USAGERECORD']._serialized_end=466
-  _globals['_USER']._serialized_start=468
-  _globals['_USER']._serialized_end=590
-  _globals['_APIKEY']._serialized_start=593
-  _globals['_APIKEY']._serialized_end=784
-  _globals['_TARIFF']._serialized_start=787
-  _globals['_TARIFF']._serialized_end=1024
-  _globals['_MODELPRICE']._serialized_start=1026
-  _globals['_MODELPRICE']._serialized_end=1113
+  _globals['_APIKEYSCOPE']._serialized_start=1218
+  _globals['_APIKEYSCOPE']._serialized_end=1311
+  _globals['_BALANCE']._serialized_start=158
+  _globals['_BALANCE']._serialized_end=329
+  _globals['_USAGERECORD']._serialized_start=332
+  _globals['_USAGERECORD']._serialized_end=499
+  _globals['_USER']._serialized_start=501
+  _globals['_USER']._serialized_end=623
+  _globals['_APIKEY']._serialized_start=626
+  _globals['_APIKEY']._serialized_end=887
+  _globals['_TARIFF']._serialized_start=890
+  _globals['_TARIFF']._serialized_end=1127
+  _globals['_MODELPRICE']._serialized_start=1129
+  _globals['_MODELPRICE']._serialized_end=1216
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,8 @@
+import datetime
+
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.api import resource_pb2 as _resource_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from jobgate.v1 import model_pb2 as _model_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -52,16 +55,18 @@ class User(_message.Message):
     def __init__(self, name: _Optional[str] = ..., tariff: _Optional[str] = ...) -> None: ...
 
 class ApiKey(_message.Message):
-    __slots__ = ("name", "user", "scopes", "revoked")
+    __slots__ = ("name", "user", "scopes", "revoked", "last_use_time")
     NAME_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     SCOPES_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
+    LAST_USE_TIME_FIELD_NUMBER: _ClassVar[int]
     name: str
     user: str
     scopes: _containers.RepeatedScalarFieldContainer[ApiKeyScope]
     revoked: bool
-    def __init__(self, name: _Optional[str] = ..., user: _Optional[str] = ..., scopes: _Optional[_Iterable[_Union[ApiKeyScope, str]]] = ..., revoked: _Optional[bool] = ...) -> None: ...
+    last_use_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., user: _Optional[str] = ..., scopes: _Optional[_Iterable[_Union[ApiKeyScope, str]]] = ..., revoked: _Optional[bool] = ..., last_use_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Tariff(_message.Message):
     __slots__ = ("name", "prices", "max_concurrent_jobs", "submits_per_minute")
