@@ -144,3 +144,10 @@ async def test_jobgate_admin_reports_refusals_as_rpc_errors(endpoint: Endpoint) 
 
     assert unknown.code == 3 and "USER_NOT_FOUND" in unknown.stderr
     assert bad_price.code == 2
+
+
+async def test_jobgate_admin_key_list_shows_scopes_and_last_use(endpoint: Endpoint) -> None:
+    listed = await run_jobgate("admin", "key", "list", DEV_OWNER, endpoint=endpoint)
+
+    (line,) = listed.stdout.splitlines()
+    assert line.startswith("apiKeys/") and f"users/{DEV_OWNER}  jobs,admin  last used " in line

@@ -141,9 +141,13 @@ def _text(message: Message) -> str:
             account_pb2.ApiKeyScope.Name(s).removeprefix("API_KEY_SCOPE_").lower()
             for s in message.scopes
         )
-        return f"{message.name}  {message.user}  {scopes}" + (
-            "  revoked" if message.revoked else ""
+        used = (
+            f"last used {message.last_use_time.ToDatetime():%Y-%m-%d %H:%M}"
+            if message.HasField("last_use_time")
+            else "never used"
         )
+        revoked = "  revoked" if message.revoked else ""
+        return f"{message.name}  {message.user}  {scopes}  {used}{revoked}"
     if isinstance(message, account_pb2.Tariff):
         rows = [[p.model, str(p.price.per_job_micros), _unit_text(p.price)] for p in message.prices]
         limits = (
