@@ -34,6 +34,8 @@ from bench.rabbit import scratch_vhost
 from bench.service import RunningService
 from bench.stats import Result, percentile, table
 from core.adapters.postgres_accounts import PostgresAccountStore
+from core.providers.registry import builtin_registry
+from launcher.accounts import local_free_key
 from launcher.local_cluster import local_cluster
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -68,7 +70,8 @@ async def _admin(statement: str) -> None:
 async def _api_key(accounts_url: str) -> str:
     store = await PostgresAccountStore.open(accounts_url)
     try:
-        return await store.create_key("bench")
+        # Free local models, no limits: jobs take the hot path with no hold, as before billing.
+        return await local_free_key(store, builtin_registry().catalog, "bench")
     finally:
         await store.close()
 

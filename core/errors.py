@@ -29,6 +29,15 @@ class Reason(StrEnum):
     CONTENT_POLICY = "CONTENT_POLICY"
     QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
     MODEL_NOT_CONFIGURED = "MODEL_NOT_CONFIGURED"
+    API_KEY_SCOPE_MISSING = "API_KEY_SCOPE_MISSING"
+    INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
+    CONCURRENCY_LIMIT = "CONCURRENCY_LIMIT"
+    RATE_LIMIT = "RATE_LIMIT"
+    USER_NOT_FOUND = "USER_NOT_FOUND"
+    TARIFF_NOT_FOUND = "TARIFF_NOT_FOUND"
+    API_KEY_NOT_FOUND = "API_KEY_NOT_FOUND"
+    USER_ALREADY_EXISTS = "USER_ALREADY_EXISTS"
+    NOTHING_TO_REFUND = "NOTHING_TO_REFUND"
 
 
 class JobgateError(Exception):
@@ -75,6 +84,22 @@ class Unauthenticated(JobgateError):
     """The caller did not prove who it is."""
 
     reason = Reason.API_KEY_INVALID
+
+
+class PermissionDenied(JobgateError):
+    """The caller is known but may not do this."""
+
+    reason = Reason.API_KEY_SCOPE_MISSING
+
+
+class ResourceExhausted(JobgateError):
+    """Over a limit for now; trying again after `retry_after` seconds may succeed."""
+
+    reason = Reason.RATE_LIMIT
+
+    def __init__(self, message: str, *, retry_after: float, reason: Reason | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after = retry_after
 
 
 class ConfigError(JobgateError):

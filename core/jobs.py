@@ -171,6 +171,8 @@ class NewJob:
     input: JobInput
     create_time: datetime
     request_id: str | None = None
+    # An account hold was placed for the job: its outcome must be settled (see core.billing).
+    billed: bool = False
 
     def fingerprint(self) -> str:
         """Identifies the request's content, so a reused request_id with other content is caught."""
@@ -207,6 +209,11 @@ class Job:
     lease_expire_time: datetime | None = None
     # Kept across attempts (a claim clears progress and outputs, never this).
     provider_task: ProviderTask | None = None
+    # An account hold was placed for the job, so its end must be settled (see core.billing).
+    billed: bool = False
+    # The price units the finishing attempt reported (RunContext.report_usage), kept with the
+    # outcome so that a settlement lost in a crash can be made later from the job alone.
+    usage_units: int = 0
 
     @property
     def name(self) -> str:

@@ -11,9 +11,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import NamedTuple, Protocol
 
+from core.billing import (
+    DEFAULT_TARIFF,
+    ApiKeyInfo,
+    Balance,
+    Ending,
+    HoldRequest,
+    Scope,
+    Settlement,
+    Tariff,
+    Usage,
+)
 from core.jobs import (
     BlobRef,
     Job,
@@ -94,10 +105,15 @@ class JobStore(Protocol):
         stays on the job through every later claim, so the next attempt resumes it."""
 
     async def finish(
-        self, job_id: str, attempt: int, state: JobState, error: JobError | None = None
+        self,
+        job_id: str,
+        attempt: int,
+        state: JobState,
+        error: JobError | None = None,
+        usage_units: int = 0,
     ) -> JobEvent | None:
-        """Moves a RUNNING job at exactly `attempt` to a terminal `state`, its lease cleared;
-        None if it was not."""
+        """Moves a RUNNING job at exactly `attempt` to a terminal `state`, its lease cleared,
+        keeping the attempt's `usage_units` for billing; None if it was not."""
 
     async def cancel(self, job_id: str, error: JobError) -> tuple[Job, JobEvent | None] | None:
         """Moves a QUEUED or RUNNING job to CANCELLED, its lease cleared. None if the job is
@@ -122,18 +138,98 @@ class JobStore(Protocol):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a verified API key belongs to."""
+    """Who a verified API key belongs to, what it may do, and on which terms its owner pays."""
 
     owner: str
     key_id: str
+    scopes: frozenset[Scope] = frozenset({Scope.JOBS})
+    tariff: Tariff = DEFAULT_TARIFF
+
+
+@dataclass(frozen=True)
+class OpenHold:
+    """A hold not yet settled: what the reconciler looks at."""
+
+    job_id: str
+    owner: str
+    create_time: datetime
 
 
 class AccountStore(Protocol):
-    async def authenticate(self, api_key: str) -> Principal | None:
-        """The key's principal, or None for an unknown or revoked key. Constant-time compare."""
+    """Users, their API keys and tariffs, and their money as an append-only ledger.
 
-    async def create_key(self, owner: str) -> str:
-        """Issues a new key for `owner`; the only time the full key is seen."""
+    Every change of money is one transaction that appends ledger entries and keeps each user's
+    balance row in step, so the balance always equals the sum of the ledger and never goes below
+    zero, however many holds race. Entries are unique per (kind, reference): a job's hold,
+    capture and release can each be written once only, which makes settlement idempotent.
+    """
+
+    async def authenticate(self, api_key: str) -> Principal | None:
+        """The key's principal (scopes, its owner's tariff), or None for an unknown or revoked
+        key. Constant-time compare. Notes the key's last use, at most once a minute."""
+
+    async def create_key(self, owner: str, scopes: Collection[Scope] = (Scope.JOBS,)) -> str:
+        """Issues a new key for `owner`, creating the user if need be; the only time the full
+        key is seen."""
+
+    async def revoke_key(self, key_id: str) -> ApiKeyInfo | None:
+        """Revokes the key for good; None if there is no such key."""
+
+    async def list_keys(self, owner: str) -> list[ApiKeyInfo]: ...
+
+    async def create_user(self, owner: str, tariff: str | None = None) -> bool:
+        """Creates the user, with `tariff` (None: the default tariff); False if it existed.
+        NotFound (TARIFF_NOT_FOUND) for an unknown tariff."""
+
+    async def put_tariff(self, tariff: Tariff) -> None:
+        """Creates or replaces the tariff of that name; users on it get the new terms."""
+
+    async def get_tariff(self, name: str) -> Tariff | None: ...
+
+    async def assign_tariff(self, owner: str, tariff: str | None) -> None:
+        """Puts the user on `tariff` (None: the default). NotFound for an unknown user or
+        tariff."""
+
+    async def top_up(self, owner: str, amount_micros: int, reference: str) -> Balance:
+        """Adds money; a `reference` used before adds nothing again. NotFound for an unknown
+        user, ValueError for an amount that is not positive."""
+
+    async def balance(self, owner: str) -> Balance | None: ...
+
+    async def hold(self, request: HoldRequest) -> str:
+        """Holds the job's maximum price, in one transaction that also checks the tariff's
+        limits; returns the job id held for, which is an earlier job's id when the request_id
+        was held for before (nothing is then held again).
+
+        FailedPrecondition (INSUFFICIENT_BALANCE) when the balance does not cover it;
+        ResourceExhausted (CONCURRENCY_LIMIT, RATE_LIMIT) over a limit."""
+
+    async def settle(self, job_id: str, ending: Ending, units: int = 0) -> Settlement | None:
+        """Captures what the job's end costs and releases the rest of its hold; None (nothing
+        written) when the job has no open hold: never held, or settled already.
+
+        Ending NOT_RECORDED also frees the hold's request_id: a retry of that request then
+        holds anew for a new job instead of finding this released hold."""
+
+    async def refund(self, job_id: str) -> int | None:
+        """Gives back what the job's settlement captured; the amount refunded, or None when the
+        job was never captured or was refunded already."""
+
+    async def open_holds(
+        self, older_than: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[OpenHold]:
+        """Holds placed before `older_than` and not settled, oldest first (by create_time, then
+        job_id); with `after`, only those past that (create_time, job_id): the next page."""
+
+    async def expire_rate_counters(self, before: datetime) -> None:
+        """Deletes the submit-rate counters of minutes that ended before `before`."""
+
+    async def usage(self, owner: str, since: date, limit: int) -> list[Usage]:
+        """The owner's settled jobs per UTC day and model from `since` on, newest day first."""
+
+    async def ledger_totals(self, owner: str) -> dict[str, int]:
+        """The sum of the owner's ledger entries of each kind (TOP_UP, HOLD, CAPTURE, RELEASE,
+        REFUND): for audits, which check the balance row against them."""
 
     async def close(self) -> None: ...
 

@@ -10,9 +10,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.backends import Backends, open_backends
+from core.billing import Scope
 from core.ports import JobMessage
 from core.providers.registry import builtin_registry
 from core.settings import Settings
+from launcher.accounts import local_free_key
 from server.app import JobgateServer
 from workers.runtime import Worker
 
@@ -20,6 +22,8 @@ log = logging.getLogger(__name__)
 
 DEV_OWNER = "dev"
 DEV_KEY_FILE = "dev-api-key"
+# Ten currency units for models that are not free on the dev tariff (every non-local one).
+DEV_WELCOME_MICROS = 10_000_000
 # The in-process broker starts empty; a restart re-queues every unfinished job from the store.
 REQUEUE_LIMIT = 1_000_000
 
@@ -68,13 +72,23 @@ class EmbeddedService:
 
 
 async def dev_api_key(backends: Backends, data_dir: Path) -> str:
-    """The dev key, kept in a 0600 file so every start prints the same one; made on first start."""
+    """The dev key, kept in a 0600 file so every start prints the same one; made on first start.
+
+    It has both scopes, so `jobgate admin` works with it too; its user runs the local models
+    free and without limits, with a welcome balance for any other."""
     path = data_dir / DEV_KEY_FILE
     if path.exists():
         key = path.read_text().strip()
-        if await backends.accounts.authenticate(key) is not None:
+        principal = await backends.accounts.authenticate(key)
+        if principal is not None and Scope.ADMIN in principal.scopes:
             return key
-    key = await backends.accounts.create_key(DEV_OWNER)
+    key = await local_free_key(
+        backends.accounts,
+        backends.catalog,
+        DEV_OWNER,
+        scopes=(Scope.JOBS, Scope.ADMIN),
+        welcome_micros=DEV_WELCOME_MICROS,
+    )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:
         file.write(key + "\n")

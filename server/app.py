@@ -1,4 +1,5 @@
-"""JobgateServer: the gRPC server with the JobService, health and reflection, and its drain."""
+"""JobgateServer: the gRPC server with the JobService, AccountService and AdminService, health
+and reflection, the outbox and the billing reconciler, and its drain."""
 
 from __future__ import annotations
 
@@ -9,10 +10,20 @@ from datetime import timedelta
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from jobgate.v1 import job_service_pb2, job_service_pb2_grpc
+from jobgate.v1 import (
+    account_service_pb2,
+    account_service_pb2_grpc,
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    job_service_pb2,
+    job_service_pb2_grpc,
+)
 
 from core.backends import Backends
 from core.settings import Settings
+from core.settlement import Reconciler
+from server.account_service import AccountService
+from server.admin_service import AdminService
 from server.auth import ApiKeyInterceptor
 from server.convert import JobRenderer
 from server.job_service import JobService
@@ -23,6 +34,8 @@ from server.watch import JobWatcher
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
+ACCOUNT_SERVICE_NAME = account_service_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name
+ADMIN_SERVICE_NAME = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 HEALTH_SERVICES = ("", SERVICE_NAME)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -60,6 +73,10 @@ class JobgateServer:
         self._service = JobService(
             backends, renderer, self.watcher, self._draining, uploads, self.outbox
         )
+        self._auth = ApiKeyInterceptor(backends.accounts)
+        # In the server, not the workers: servers are fewer, always run, and settle cancels
+        # already; every replica runs one, which settlement's idempotency makes harmless.
+        self.reconciler = Reconciler(backends.jobs, backends.accounts)
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> int:
@@ -69,13 +86,27 @@ class JobgateServer:
         for service in HEALTH_SERVICES:
             await self._health.set(service, NOT_SERVING)
         server = grpc.aio.server(
-            interceptors=[ApiKeyInterceptor(self._backends.accounts)],
+            interceptors=[self._auth],
             options=server_options(self._settings),
         )
+        accounts = self._backends.accounts
         job_service_pb2_grpc.add_JobServiceServicer_to_server(self._service, server)
+        account_service_pb2_grpc.add_AccountServiceServicer_to_server(
+            AccountService(accounts), server
+        )
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminService(accounts, self._auth), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (
+                SERVICE_NAME,
+                ACCOUNT_SERVICE_NAME,
+                ADMIN_SERVICE_NAME,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            ),
+            server,
         )
         try:
             port = server.add_insecure_port(self._settings.listen)
@@ -84,6 +115,7 @@ class JobgateServer:
         await server.start()
         self._server = server
         self.outbox.start()
+        self.reconciler.start()
         for service in HEALTH_SERVICES:
             await self._health.set(service, SERVING)
         return port
@@ -101,6 +133,7 @@ class JobgateServer:
         await self._server.stop(grace)
         await self._service.wait_for_submissions(grace=max(grace, 1.0))
         await self.outbox.stop()
+        await self.reconciler.stop()
         log.info("jobgate server stopped")
 
     async def wait_for_termination(self) -> None:

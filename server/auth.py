@@ -1,4 +1,6 @@
-"""API keys: one interceptor checks `authorization: Bearer <key>` on every JobService call.
+"""API keys: one interceptor checks `authorization: Bearer <key>` on every call of jobgate's
+services, and that the key has the scope the service needs (`jobs`: JobService and
+AccountService; `admin`: AdminService).
 
 The verified Principal reaches the servicer through a context variable that the wrapped method
 sets itself, in the task that runs the call: whatever the interceptor's own context, the handler
@@ -6,7 +8,8 @@ sees it. Keys are never logged; the account store compares them in constant time
 
 Verified keys are remembered for a few seconds (by their SHA-256, never in clear): each job costs
 two calls (CreateJob, WatchJob), and a store lookup per call was a measurable share of the
-server's CPU. A revoked key therefore stops working within PRINCIPAL_TTL_SECONDS.
+server's CPU. A key revoked (or a tariff changed) through this server's AdminService drops its
+cache entries at once; on other replicas it takes effect within PRINCIPAL_TTL_SECONDS.
 """
 
 from __future__ import annotations
@@ -20,11 +23,17 @@ from typing import Any
 
 import grpc
 
-from core.errors import Reason, Unauthenticated
+from core.billing import Scope
+from core.errors import PermissionDenied, Reason, Unauthenticated
 from core.ports import AccountStore, Principal
 from server import status
 
-SERVICE_PREFIX = "/jobgate.v1.JobService/"
+# The scope each guarded service needs, by its methods' path prefix.
+SCOPE_OF_SERVICE = {
+    "/jobgate.v1.JobService/": Scope.JOBS,
+    "/jobgate.v1.AccountService/": Scope.JOBS,
+    "/jobgate.v1.AdminService/": Scope.ADMIN,
+}
 AUTHORIZATION = "authorization"
 BEARER = "bearer "
 PRINCIPAL_TTL_SECONDS = 10.0
@@ -38,7 +47,7 @@ StreamBehaviour = Callable[[Any, Context], AsyncIterator[Any]]
 
 
 def current_principal() -> Principal:
-    """The caller of the RPC being served. Only valid inside a JobService method."""
+    """The caller of the RPC being served. Only valid inside a guarded service's method."""
     try:
         return _principal.get()
     except LookupError:
@@ -46,7 +55,7 @@ def current_principal() -> Principal:
 
 
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
-    """Guards every JobService method, unary or streaming; other services (health,
+    """Guards every method of jobgate's services, unary or streaming; other services (health,
     reflection) stay open."""
 
     def __init__(self, accounts: AccountStore) -> None:
@@ -63,44 +72,64 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         if (guarded := self._handlers.get(method)) is not None:
             return guarded
         handler = await continuation(handler_call_details)
-        if handler is None or not method.startswith(SERVICE_PREFIX):
+        scope = _scope_of(method)
+        if handler is None or scope is None:
             return handler
         # Handlers are the same for every call of a method: wrap each once.
-        self._handlers[method] = self._guard(handler)
+        self._handlers[method] = self._guard(handler, scope)
         return self._handlers[method]
 
-    def _guard(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def forget_key(self, key_id: str) -> None:
+        """Drops the key's cached principal: a revocation takes effect at once here."""
+        self._principals.drop(lambda principal: principal.key_id == key_id)
+
+    def forget_owner(self, owner: str) -> None:
+        """Drops the owner's cached principals: a new tariff takes effect at once here."""
+        self._principals.drop(lambda principal: principal.owner == owner)
+
+    def forget_tariff(self, name: str) -> None:
+        """Drops the cached principals on a tariff: its new terms take effect at once here."""
+        self._principals.drop(lambda principal: principal.tariff.name == name)
+
+    def _guard(self, handler: grpc.RpcMethodHandler, scope: Scope) -> grpc.RpcMethodHandler:
         codecs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary), **codecs)
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, scope), **codecs
+            )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream), **codecs
+                self._stream(handler.unary_stream, scope), **codecs
             )
         if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(self._unary(handler.stream_unary), **codecs)
-        return grpc.stream_stream_rpc_method_handler(self._stream(handler.stream_stream), **codecs)
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(handler.stream_unary, scope), **codecs
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._stream(handler.stream_stream, scope), **codecs
+        )
 
-    def _unary(self, behaviour: UnaryBehaviour) -> UnaryBehaviour:
+    def _unary(self, behaviour: UnaryBehaviour, scope: Scope) -> UnaryBehaviour:
         async def authenticated(request: Any, context: Context) -> Any:
-            _principal.set(await self._authenticate(context))
+            _principal.set(await self._authenticate(context, scope))
             return await behaviour(request, context)
 
         return authenticated
 
-    def _stream(self, behaviour: StreamBehaviour) -> StreamBehaviour:
+    def _stream(self, behaviour: StreamBehaviour, scope: Scope) -> StreamBehaviour:
         async def authenticated(request: Any, context: Context) -> AsyncIterator[Any]:
-            _principal.set(await self._authenticate(context))
+            _principal.set(await self._authenticate(context, scope))
             async for response in behaviour(request, context):
                 yield response
 
         return authenticated
 
-    async def _authenticate(self, context: Context) -> Principal:
-        """The caller's principal; aborts the call with UNAUTHENTICATED when there is none."""
+    async def _authenticate(self, context: Context, scope: Scope) -> Principal:
+        """The caller's principal; aborts the call with UNAUTHENTICATED when there is none, and
+        with PERMISSION_DENIED when its key lacks `scope`."""
         try:
             key = _bearer_key(context.invocation_metadata() or ())
             digest = hashlib.sha256(key.encode()).digest()
@@ -110,9 +139,21 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
                 if principal is None:
                     raise Unauthenticated("the API key is not valid", reason=Reason.API_KEY_INVALID)
                 self._principals.put(digest, principal)
+            if scope not in principal.scopes:
+                raise PermissionDenied(
+                    f"this API key lacks the `{scope.value}` scope this call needs",
+                    reason=Reason.API_KEY_SCOPE_MISSING,
+                )
         except Exception as error:
             await status.abort(context, error)
         return principal
+
+
+def _scope_of(method: str) -> Scope | None:
+    for prefix, scope in SCOPE_OF_SERVICE.items():
+        if method.startswith(prefix):
+            return scope
+    return None
 
 
 def _bearer_key(metadata: Any) -> str:
@@ -146,6 +187,11 @@ class _PrincipalCache:
             del self._entries[digest]
             return None
         return principal
+
+    def drop(self, matches: Callable[[Principal], bool]) -> None:
+        """Forgets every entry whose principal `matches`: rare (an admin's change), so a scan."""
+        for digest in [d for d, (_, p) in self._entries.items() if matches(p)]:
+            del self._entries[digest]
 
     def put(self, digest: bytes, principal: Principal) -> None:
         self._entries[digest] = (time.monotonic() + self._ttl, principal)

@@ -18,10 +18,12 @@ from core.backends import Backends
 from core.errors import FailedPrecondition, InvalidArgument, NotFound, Reason
 from core.jobs import BlobRef, Job, JobError, JobEvent, NewJob
 from core.jobs import job_id_from_name as parse_job_name
-from core.ports import JobMessage, JobQuery
+from core.ports import JobMessage, JobQuery, Principal
+from core.settlement import settle_ended
 from server import listing
 from server.auth import current_principal
 from server.convert import JobRenderer, job_input_from_proto, model_to_proto
+from server.holds import Holds
 from server.outbox import Outbox
 from server.status import Unavailable, stream_errors, unary_errors
 from server.uploads import Uploads, tenant_prefix
@@ -58,19 +60,20 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self._watcher = watcher
         self._draining = draining
         self._uploads = uploads
+        self._holds = Holds(backends)
         self._submissions: set[asyncio.Task[Job]] = set()
 
     @unary_errors
     async def CreateJob(
         self, request: job_service_pb2.CreateJobRequest, context: Context
     ) -> job_service_pb2.CreateJobResponse:
-        owner = current_principal().owner
+        principal = current_principal()
         if self._draining.is_set():
             raise Unavailable("the server is shutting down; retry on another replica")
-        new_job = await self._new_job(owner, request)
-        # Shielded: once recorded, the job is queued even if the caller goes away or the server
-        # stops, so that no job is left recorded but never queued.
-        submission = asyncio.create_task(self._submit(new_job))
+        new_job = await self._new_job(principal.owner, request)
+        # Shielded: once held, the job is recorded (or its hold released) and once recorded it
+        # is queued, even if the caller goes away or the server stops.
+        submission = asyncio.create_task(self._submit(principal, new_job))
         self._submissions.add(submission)
         submission.add_done_callback(self._submissions.discard)
         job = await asyncio.shield(submission)
@@ -124,6 +127,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             )
         # Workers running the job learn of the cancel from the bus and stop the attempt.
         await self._announce(event)
+        await self._settle_cancelled(cancelled)
         return job_service_pb2.CancelJobResponse(job=await self._render.job(cancelled))
 
     @stream_errors
@@ -201,10 +205,23 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             raise _blob_not_found(field, f"{field}: no blob {key!r}")
         return ref
 
-    async def _submit(self, new_job: NewJob) -> Job:
-        """Records the job, then queues it: the store is the truth, the broker only carries it."""
-        job, created = await self._backends.jobs.create(new_job)
+    async def _submit(self, principal: Principal, new_job: NewJob) -> Job:
+        """Holds the job's price, records the job, then queues it: the store is the truth, the
+        broker only carries it.
+
+        A hold this call placed is released when no job is recorded with it: the record failed,
+        or the request_id named a job recorded without this hold. A job recorded but not yet
+        queued keeps its hold: the outbox queues it."""
+        new_job, new_hold = await self._holds.place(principal, new_job)
+        try:
+            job, created = await self._backends.jobs.create(new_job)
+        except Exception:
+            if new_hold:
+                await self._holds.release_unless_recorded(new_job.id)
+            raise
         if not created:
+            if new_hold:
+                await self._holds.release(new_job.id)
             return job
         try:
             await self._publish(JobMessage(job_id=job.id, model=job.model))
@@ -230,6 +247,14 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 if attempt == PUBLISH_ATTEMPTS - 1:
                     raise
                 await asyncio.sleep(PUBLISH_BACKOFF_SECONDS * 2**attempt)
+
+    async def _settle_cancelled(self, job: Job) -> None:
+        """Settles a cancelled job's hold: nothing is charged before it started, the tariff's
+        per-job price after. Best effort: the reconciler settles what this could not."""
+        try:
+            await settle_ended(self._backends.accounts, job)
+        except Exception:
+            log.warning("job %s: could not settle the cancel; the reconciler will", job.id)
 
     async def _announce(self, event: JobEvent) -> None:
         """Tells watchers and workers; best effort, since they fill gaps from the store."""

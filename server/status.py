@@ -24,7 +24,9 @@ from core.errors import (
     InvalidArgument,
     JobgateError,
     NotFound,
+    PermissionDenied,
     Reason,
+    ResourceExhausted,
     Unauthenticated,
 )
 from core.jobs import JobError
@@ -47,6 +49,8 @@ _CODE_OF_CLASS: tuple[tuple[type[JobgateError], grpc.StatusCode], ...] = (
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
@@ -79,15 +83,24 @@ class RpcStatus:
 
 
 def rich_status(
-    code: grpc.StatusCode, message: str, reason: Reason, field: str | None = None
+    code: grpc.StatusCode,
+    message: str,
+    reason: Reason,
+    field: str | None = None,
+    retry_after: float | None = None,
 ) -> status_pb2.Status:
-    """A google.rpc.Status with an ErrorInfo and, when `field` is given, a BadRequest."""
+    """A google.rpc.Status with an ErrorInfo and, when `field` is given, a BadRequest; with
+    `retry_after` (seconds), a RetryInfo saying how long to wait before trying again."""
     status = status_pb2.Status(code=code.value[0], message=message)
     status.details.add().Pack(error_details_pb2.ErrorInfo(reason=reason.value, domain=DOMAIN))
     if field is not None:
         bad_request = error_details_pb2.BadRequest()
         bad_request.field_violations.add(field=field, description=message)
         status.details.add().Pack(bad_request)
+    if retry_after is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromMilliseconds(max(1, round(retry_after * 1000)))
+        status.details.add().Pack(retry)
     return status
 
 
@@ -101,7 +114,8 @@ def status_of(error: BaseException) -> RpcStatus:
         for kind, code in _CODE_OF_CLASS:
             if isinstance(error, kind):
                 field = error.field if isinstance(error, InvalidArgument) else None
-                return _rpc_status(code, error.message, error.reason, field)
+                retry = error.retry_after if isinstance(error, ResourceExhausted) else None
+                return _rpc_status(code, error.message, error.reason, field, retry)
     incident = secrets.token_hex(6)
     log.error("internal error, incident %s", incident, exc_info=error)
     message = f"internal error (incident {incident})"
@@ -109,9 +123,13 @@ def status_of(error: BaseException) -> RpcStatus:
 
 
 def _rpc_status(
-    code: grpc.StatusCode, message: str, reason: Reason, field: str | None = None
+    code: grpc.StatusCode,
+    message: str,
+    reason: Reason,
+    field: str | None = None,
+    retry_after: float | None = None,
 ) -> RpcStatus:
-    return RpcStatus(code, message, rich_status(code, message, reason, field))
+    return RpcStatus(code, message, rich_status(code, message, reason, field, retry_after))
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: BaseException) -> NoReturn:

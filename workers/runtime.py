@@ -9,6 +9,10 @@ An attempt ends in one of four ways:
 - lost: the job was cancelled or a newer attempt took it over; nothing more is recorded, acked;
 - unrecorded: a backend failed or the worker is stopping; the delivery goes back to the queue
   and the job runs again as its next attempt. The attempt fence keeps this one from writing.
+
+A billed job's outcome is settled (core.settlement) right after it is recorded, before the ack:
+one account-store transaction. If that fails, or the worker dies in between, the recorded
+outcome (with the attempt's usage units) lets the server's reconciler settle it later.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from core.backends import Backends
+from core.billing import Ending
 from core.errors import Reason
 from core.jobs import Job, JobError, JobEvent, JobState, LogLevel, LogLine, StateChanged
 from core.ports import Delivery, Held, JobMessage
@@ -295,11 +300,23 @@ class Worker:
                 await self._retry_later(job, outcome)
                 return
             outcome = outcome.given_up(job.attempt, self._retry)
-        event = await jobs.finish(job.id, job.attempt, outcome.state, outcome.error)
+        event = await jobs.finish(
+            job.id, job.attempt, outcome.state, outcome.error, outcome.usage_units
+        )
         if event is None:
             log.debug("job %s attempt %d lost the job before finishing", job.id, job.attempt)
             return
         await publish(events, event)
+        if job.billed:
+            await self._bill(job, outcome)
+
+    async def _bill(self, job: Job, outcome: Outcome) -> None:
+        """Settles the recorded outcome; on failure the reconciler settles it from the record."""
+        ending = Ending.SUCCEEDED if outcome.state is JobState.SUCCEEDED else Ending.FAILED
+        try:
+            await self._backends.accounts.settle(job.id, ending, outcome.usage_units)
+        except Exception:
+            log.warning("job %s: could not settle; the reconciler will", job.id, exc_info=True)
 
     async def _retry_later(self, job: Job, outcome: Outcome) -> None:
         """Says on the job that this attempt failed, then queues the job again after the
@@ -339,7 +356,8 @@ class Worker:
             # Stops the provider when the worker is stopping; a no-op when it has ended.
             attempt.task.cancel()
             await asyncio.wait({watcher, attempt.task})
-        return attempt.outcome()
+        outcome = attempt.outcome()
+        return replace(outcome, usage_units=ctx.usage_units) if outcome else None
 
     async def _run_provider(self, ctx: AttemptContext, provider: Provider) -> None:
         """Runs the provider; while it is unavailable and the catalog names a fallback this
@@ -403,6 +421,8 @@ class Outcome:
     # may succeed, no sooner than `retry_after` seconds.
     cause: str | None = None
     retry_after: float = 0.0
+    # What the attempt reported through RunContext.report_usage: what success is billed by.
+    usage_units: int = 0
 
     @property
     def transient(self) -> bool:

@@ -10,7 +10,10 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
+
+from core.billing import Scope
 
 KEY_PREFIX = "jg_"
 MAX_KEY_LENGTH = 200
@@ -57,3 +60,14 @@ def issue_key() -> IssuedKey:
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     return IssuedKey(key_id, f"{KEY_PREFIX}{key_id}_{secret}", hash_secret(secret))
+
+
+def scopes_text(scopes: Collection[Scope]) -> str:
+    """Scopes as the stores keep them: sorted names, space-separated. ValueError for none."""
+    if not scopes:
+        raise ValueError("an API key needs at least one scope")
+    return " ".join(sorted(Scope(s).value for s in scopes))
+
+
+def scopes_from_text(text: str) -> frozenset[Scope]:
+    return frozenset(Scope(name) for name in text.split())

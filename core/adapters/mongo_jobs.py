@@ -169,6 +169,8 @@ class MongoJobStore:
             "flushed": 0,
             "lease_expire_time": None,
             "published": False,
+            "billed": job.billed,
+            "usage_units": 0,
             "fingerprint": job.fingerprint(),
             "events": [_event_doc(1, micros, 0, StateChanged(JobState.QUEUED))],
         }
@@ -298,7 +300,12 @@ class MongoJobStore:
         return result.matched_count == 1
 
     async def finish(
-        self, job_id: str, attempt: int, state: JobState, error: JobError | None = None
+        self,
+        job_id: str,
+        attempt: int,
+        state: JobState,
+        error: JobError | None = None,
+        usage_units: int = 0,
     ) -> JobEvent | None:
         if not state.terminal:
             raise ValueError(f"finish() needs a terminal state, not {state}")
@@ -311,6 +318,7 @@ class MongoJobStore:
                 "error": _literal_error(error),
                 "end_time": micros,
                 "lease_expire_time": None,
+                "usage_units": usage_units,
             },
             micros,
             payload,
@@ -563,4 +571,7 @@ def _job_from_doc(document: dict[str, Any]) -> Job:
             codec.time_from_micros(lease_expire_time) if lease_expire_time is not None else None
         ),
         provider_task=codec.provider_task_from_dict(task) if task else None,
+        # Documents from before billing have neither field: unbilled, no usage.
+        billed=document.get("billed", False),
+        usage_units=document.get("usage_units", 0),
     )

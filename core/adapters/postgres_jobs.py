@@ -43,7 +43,7 @@ MIGRATIONS = "jobs"
 JOB_COLUMNS = (
     "id, owner, model, input, state, attempt, progress, outputs, error,"
     " create_time, start_time, end_time, event_sequence, request_id, lease_expire_time,"
-    " provider_task"
+    " provider_task, billed, usage_units"
 )
 
 
@@ -65,28 +65,30 @@ _INSERT_EVENT = """, event AS (
 _CREATE = (
     f"""WITH job AS (
     INSERT INTO jobs (id, owner, model, input, state, create_time, event_sequence, request_id,
-                      fingerprint)
-    VALUES ($1, $2, $3, $4::jsonb, {_QUEUED}, $5, 1, $6, $7)
+                      fingerprint, billed)
+    VALUES ($1, $2, $3, $4::jsonb, {_QUEUED}, $5, 1, $6, $7, $8)
     ON CONFLICT (owner, request_id) DO NOTHING
     RETURNING id, create_time, 1 AS event_sequence, 0 AS attempt
 )"""
-    + _INSERT_EVENT.format(time="create_time", payload="$8")
+    + _INSERT_EVENT.format(time="create_time", payload="$9")
     + " SELECT count(*) FROM job"
 )
 
 _CREATE_BATCH = (
     f"""WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-        $6::text[], $7::text[]) AS i(id, owner, model, input, create_time, request_id, fingerprint)
+        $6::text[], $7::text[], $8::bool[])
+        AS i(id, owner, model, input, create_time, request_id, fingerprint, billed)
 ), job AS (
     INSERT INTO jobs (id, owner, model, input, state, create_time, event_sequence, request_id,
-                      fingerprint)
-    SELECT id, owner, model, input::jsonb, {_QUEUED}, create_time, 1, request_id, fingerprint
+                      fingerprint, billed)
+    SELECT id, owner, model, input::jsonb, {_QUEUED}, create_time, 1, request_id, fingerprint,
+        billed
     FROM input
     ON CONFLICT (owner, request_id) DO NOTHING
     RETURNING id, create_time, 1 AS event_sequence, 0 AS attempt
 )"""
-    + _INSERT_EVENT.format(time="create_time", payload="$8")
+    + _INSERT_EVENT.format(time="create_time", payload="$9")
     + " SELECT id FROM job"
 )
 
@@ -178,7 +180,7 @@ _SET_PROVIDER_TASK = (
 _FINISH = (
     f"""WITH job AS (
     UPDATE jobs SET state = $3, error = $4::jsonb, end_time = $5, lease_expire_time = NULL,
-        event_sequence = event_sequence + 1
+        usage_units = $7, event_sequence = event_sequence + 1
     WHERE id = $1 AND state = {_RUNNING} AND attempt = $2
     RETURNING id, event_sequence, attempt
 )"""
@@ -189,10 +191,11 @@ _FINISH = (
 _FINISH_BATCH = (
     f"""WITH input AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::timestamptz[],
-        $6::text[]) AS i(id, attempt, state, error, now, payload)
+        $6::text[], $7::bigint[]) AS i(id, attempt, state, error, now, payload, usage_units)
 ), job AS (
     UPDATE jobs SET state = i.state, error = i.error::jsonb, end_time = i.now,
-        lease_expire_time = NULL, event_sequence = jobs.event_sequence + 1
+        lease_expire_time = NULL, usage_units = i.usage_units,
+        event_sequence = jobs.event_sequence + 1
     FROM input i
     WHERE jobs.id = i.id AND jobs.state = {_RUNNING} AND jobs.attempt = i.attempt
     RETURNING jobs.id, jobs.event_sequence, jobs.attempt, i.now, i.payload
@@ -263,6 +266,7 @@ class _Finish(NamedTuple):
     error: str | None
     now: datetime
     payload: str
+    usage_units: int
 
 
 class _Create(NamedTuple):
@@ -273,6 +277,7 @@ class _Create(NamedTuple):
     create_time: datetime
     request_id: str | None
     fingerprint: str
+    billed: bool
 
     def key(self) -> tuple[str, str]:
         """Two creates with one request_id never share a statement, as two writes of one job."""
@@ -334,6 +339,7 @@ class PostgresJobStore:
             create_time,
             job.request_id,
             fingerprint,
+            job.billed,
         )
         with _text_storable("job.input"):
             inserted = await self._creates(call)
@@ -347,6 +353,7 @@ class PostgresJobStore:
                 create_time=create_time,
                 event_sequence=1,
                 request_id=job.request_id,
+                billed=job.billed,
             )
             return created, True
         # A new statement, so a new snapshot: it sees the duplicate that ON CONFLICT waited for.
@@ -460,13 +467,20 @@ class PostgresJobStore:
             return bool(await self._pool.fetchval(_SET_PROVIDER_TASK, job_id, attempt, text))
 
     async def finish(
-        self, job_id: str, attempt: int, state: JobState, error: JobError | None = None
+        self,
+        job_id: str,
+        attempt: int,
+        state: JobState,
+        error: JobError | None = None,
+        usage_units: int = 0,
     ) -> JobEvent | None:
         if not state.terminal:
             raise ValueError(f"finish() needs a terminal state, not {state}")
         now = _now()
         payload = StateChanged(state, error)
-        call = _Finish(job_id, attempt, state.value, _error(error), now, _payload(payload))
+        call = _Finish(
+            job_id, attempt, state.value, _error(error), now, _payload(payload), usage_units
+        )
         sequence = await self._finishes(call)
         if sequence is None:
             return None
@@ -566,4 +580,6 @@ def _job_from_row(row: Mapping[str, Any]) -> Job:
         request_id=row["request_id"],
         lease_expire_time=row["lease_expire_time"],
         provider_task=codec.provider_task_from_dict(codec.loads(task)) if task else None,
+        billed=row["billed"],
+        usage_units=row["usage_units"],
     )

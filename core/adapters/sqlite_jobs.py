@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_expire_time INTEGER,
     published INTEGER NOT NULL DEFAULT 0,
     provider_task TEXT,
+    billed INTEGER NOT NULL DEFAULT 0,
+    usage_units INTEGER NOT NULL DEFAULT 0,
     UNIQUE (owner, request_id)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, create_time DESC, id DESC);
@@ -74,6 +76,8 @@ ADDED_COLUMNS = {
     "lease_expire_time": "INTEGER",
     "published": "INTEGER NOT NULL DEFAULT 0",
     "provider_task": "TEXT",
+    "billed": "INTEGER NOT NULL DEFAULT 0",
+    "usage_units": "INTEGER NOT NULL DEFAULT 0",
 }
 # Created once the columns it names exist. The outbox sweep reads it; a job leaves it as soon
 # as it is published, claimed or cancelled, so it stays small.
@@ -85,7 +89,7 @@ UNPUBLISHED_INDEX = (
 JOB_COLUMNS = (
     "id, owner, model, input, state, attempt, progress, outputs, error,"
     " create_time, start_time, end_time, event_sequence, request_id, lease_expire_time,"
-    " provider_task"
+    " provider_task, billed, usage_units"
 )
 
 _QUEUED = JobState.QUEUED.value
@@ -139,11 +143,19 @@ class SqliteJobStore:
         return await self._db.run(lambda conn: _set_provider_task(conn, job_id, attempt, text))
 
     async def finish(
-        self, job_id: str, attempt: int, state: JobState, error: JobError | None = None
+        self,
+        job_id: str,
+        attempt: int,
+        state: JobState,
+        error: JobError | None = None,
+        usage_units: int = 0,
     ) -> JobEvent | None:
         if not state.terminal:
             raise ValueError(f"finish() needs a terminal state, not {state}")
-        return await self._db.run(lambda conn: _finish(conn, job_id, attempt, state, error, _now()))
+        now = _now()
+        return await self._db.run(
+            lambda conn: _finish(conn, job_id, attempt, state, error, usage_units, now)
+        )
 
     async def cancel(self, job_id: str, error: JobError) -> tuple[Job, JobEvent | None] | None:
         return await self._db.run(lambda conn: _cancel(conn, job_id, error, _now()))
@@ -184,7 +196,7 @@ def _create(conn: sqlite3.Connection, job: NewJob) -> tuple[Job, bool]:
     create_time = codec.time_to_micros(job.create_time)
     inserted = conn.execute(
         "INSERT INTO jobs (id, owner, model, input, state, create_time, event_sequence,"
-        " request_id, fingerprint) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)"
+        " request_id, fingerprint, billed) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)"
         " ON CONFLICT (owner, request_id) DO NOTHING",
         (
             job.id,
@@ -195,6 +207,7 @@ def _create(conn: sqlite3.Connection, job: NewJob) -> tuple[Job, bool]:
             create_time,
             job.request_id,
             fingerprint,
+            int(job.billed),
         ),
     ).rowcount
     if inserted:
@@ -208,6 +221,7 @@ def _create(conn: sqlite3.Connection, job: NewJob) -> tuple[Job, bool]:
             create_time=codec.time_from_micros(create_time),
             event_sequence=1,
             request_id=job.request_id,
+            billed=job.billed,
         )
         return created, True
     row = conn.execute(
@@ -334,14 +348,15 @@ def _finish(
     attempt: int,
     state: JobState,
     error: JobError | None,
+    usage_units: int,
     now: datetime,
 ) -> JobEvent | None:
     micros = codec.time_to_micros(now)
     row = conn.execute(
         "UPDATE jobs SET state = ?, error = ?, end_time = ?, lease_expire_time = NULL,"
-        " event_sequence = event_sequence + 1"
+        " usage_units = ?, event_sequence = event_sequence + 1"
         " WHERE id = ? AND state = ? AND attempt = ? RETURNING event_sequence",
-        (state.value, _error_text(error), micros, job_id, _RUNNING, attempt),
+        (state.value, _error_text(error), micros, usage_units, job_id, _RUNNING, attempt),
     ).fetchone()
     if row is None:
         return None
@@ -463,6 +478,8 @@ def _job_from_row(row: Iterable[Any]) -> Job:
         request_id,
         lease_expire_time,
         provider_task,
+        billed,
+        usage_units,
         *_,
     ) = row
     return Job(
@@ -486,6 +503,8 @@ def _job_from_row(row: Iterable[Any]) -> Job:
         provider_task=(
             codec.provider_task_from_dict(codec.loads(provider_task)) if provider_task else None
         ),
+        billed=bool(billed),
+        usage_units=usage_units,
     )
 
 

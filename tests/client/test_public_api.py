@@ -15,8 +15,11 @@ from jobgate.client._messages import JobSpec, create_job, job_name, jobs_filter
 
 def test_the_public_names_are_pinned() -> None:
     assert sorted(jobgate.__all__) == [
+        "AdminClient",
         "AlreadyExistsError",
+        "AsyncAdminClient",
         "AsyncJobClient",
+        "Balance",
         "BlobRef",
         "DeadlineExceededError",
         "FailedPreconditionError",
@@ -31,6 +34,7 @@ def test_the_public_names_are_pinned() -> None:
         "JobgateError",
         "LogEntry",
         "Model",
+        "ModelPrice",
         "NotFoundError",
         "Output",
         "PermissionDeniedError",
@@ -39,6 +43,7 @@ def test_the_public_names_are_pinned() -> None:
         "RetryPolicy",
         "UnauthenticatedError",
         "UnavailableError",
+        "UsageRecord",
         "WatchJobResponse",
     ]
     assert all(hasattr(jobgate, name) for name in jobgate.__all__)
@@ -202,3 +207,18 @@ def test_list_filters_follow_the_aip_160_subset() -> None:
     assert jobs_filter(jobgate.JobState.STATE_FAILED, "local/echo") == (
         'state = FAILED AND model = "local/echo"'
     )
+
+
+def test_a_retry_info_becomes_the_errors_retry_delay() -> None:
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = rich_status(code, "too many at once", "CONCURRENCY_LIMIT")
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromMilliseconds(1500)
+    status.details.add().Pack(retry)
+
+    error = from_rpc_error(FailedCall(code, "too many at once", status))
+    without = from_rpc_error(FailedCall(code, "too big", rich_status(code, "too big", "X")))
+
+    assert isinstance(error, jobgate.ResourceExhaustedError)
+    assert (error.reason, error.retry_delay) == ("CONCURRENCY_LIMIT", 1.5)
+    assert without.retry_delay is None

@@ -210,6 +210,23 @@ async def test_finish_moves_only_running_jobs_to_a_terminal_state(
         assert after == job
 
 
+async def test_a_billed_job_says_so_and_keeps_its_finishing_attempts_usage(
+    job_store: JobStore,
+) -> None:
+    billed, _ = await job_store.create(replace(new_job(), billed=True))
+    unbilled, _ = await job_store.create(new_job())
+    claimed = await job_store.claim(billed.id)
+    assert isinstance(claimed, Claimed)
+
+    await job_store.finish(billed.id, claimed.job.attempt, JobState.SUCCEEDED, usage_units=7)
+
+    after = await job_store.get(billed.id)
+    assert billed.billed and after is not None
+    assert (after.billed, after.usage_units) == (True, 7)
+    assert await job_store.get(unbilled.id) == unbilled
+    assert not unbilled.billed and unbilled.usage_units == 0
+
+
 async def test_finish_refuses_a_state_that_is_not_terminal(job_store: JobStore) -> None:
     job = await job_in(job_store, JobState.RUNNING)
 

@@ -102,7 +102,16 @@ async def test_each_store_creates_only_its_own_tables(postgres_url: str) -> None
         "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1",
     )
 
-    assert [r["tablename"] for r in rows] == ["api_keys", "schema_migrations"]
+    assert [r["tablename"] for r in rows] == [
+        "api_keys",
+        "holds",
+        "ledger",
+        "schema_migrations",
+        "submit_counts",
+        "tariff_prices",
+        "tariffs",
+        "users",
+    ]
 
 
 async def test_reopening_applies_nothing_again(postgres_url: str) -> None:

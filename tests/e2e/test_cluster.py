@@ -57,6 +57,8 @@ async def cluster_env(
     accounts = await PostgresAccountStore.open(postgres_url)
     try:
         key = await accounts.create_key("cluster-test")
+        # Catalog prices: the cluster's jobs are held for and settled across processes.
+        await accounts.top_up("cluster-test", 10**12, reference="cluster-test")
     finally:
         await accounts.close()
     env = {

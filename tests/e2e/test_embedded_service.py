@@ -11,9 +11,19 @@ from typing import Any
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from jobgate.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+from jobgate.v1 import (
+    account_pb2,
+    account_service_pb2,
+    account_service_pb2_grpc,
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    job_pb2,
+    job_service_pb2,
+    job_service_pb2_grpc,
+)
 
 from core.settings import Settings
+from launcher.embedded import DEV_OWNER, DEV_WELCOME_MICROS
 from tests.e2e.helpers import (
     create,
     error_reason,
@@ -181,3 +191,26 @@ async def test_calls_without_a_valid_key_are_unauthenticated(
         await stub.ListJobs(job_service_pb2.ListJobsRequest(), metadata=metadata)
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert error_reason(caught.value) == reason
+
+
+async def test_the_dev_key_is_bootstrapped_once_with_both_scopes_and_a_welcome_balance(
+    settings: Settings, start_service: Any
+) -> None:
+    first, endpoint = await start_service(settings)
+    await first.stop()
+    _, again = await start_service(settings)
+
+    auth = (("authorization", f"Bearer {again.api_key}"),)
+    async with grpc.aio.insecure_channel(again.address) as channel:
+        balance = await account_service_pb2_grpc.AccountServiceStub(channel).GetBalance(
+            account_service_pb2.GetBalanceRequest(), metadata=auth
+        )
+        keys = await admin_service_pb2_grpc.AdminServiceStub(channel).ListApiKeys(
+            admin_service_pb2.ListApiKeysRequest(user=f"users/{DEV_OWNER}"), metadata=auth
+        )
+
+    assert again.api_key == endpoint.api_key
+    assert balance.balance.available_micros == DEV_WELCOME_MICROS
+    assert [(list(k.scopes), k.revoked) for k in keys.api_keys] == [
+        ([account_pb2.API_KEY_SCOPE_JOBS, account_pb2.API_KEY_SCOPE_ADMIN], False)
+    ]

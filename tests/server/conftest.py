@@ -16,7 +16,7 @@ from core.catalog import Catalog, InputSpec, ModelSpec, OutputKind
 from core.providers.registry import builtin_registry
 from core.settings import Settings
 from server.app import JobgateServer
-from tests.server.support import ActingWorker, Metadata, Stub
+from tests.server.support import ActingWorker, Metadata, Stub, funded_key
 
 # No built-in model takes input files; this one does, to test blob references.
 FILES_MODEL = ModelSpec(
@@ -92,7 +92,7 @@ def stub(channel: grpc.aio.Channel) -> Stub:
 
 
 async def _auth(backends: Backends, owner: str) -> Metadata:
-    return (("authorization", f"Bearer {await backends.accounts.create_key(owner)}"),)
+    return (("authorization", f"Bearer {await funded_key(backends, owner)}"),)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from core.providers.registry import builtin_registry
 from core.settings import Settings
 from server.app import JobgateServer
 from server.uploads import safe_file_name
-from tests.server.support import job_request, rich_error
+from tests.server.support import funded_key, job_request, rich_error
 from workers.runtime import Worker
 
 DATA = b"MARKER-7f3a-upload-bytes-never-in-a-document\n" * 30
@@ -100,8 +100,8 @@ async def start_gateway(upload_settings: Settings) -> AsyncIterator[StartGateway
             backends,
             job_service_pb2_grpc.JobServiceStub(channel),
             f"127.0.0.1:{port}",
-            await backends.accounts.create_key("alice"),
-            await backends.accounts.create_key("bob"),
+            await funded_key(backends, "alice"),
+            await funded_key(backends, "bob"),
         )
 
     yield start

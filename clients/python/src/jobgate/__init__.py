@@ -6,14 +6,18 @@
         job = client.submit("local/echo", "hello")
         print(client.result(job.name).outputs)
 
-`AsyncJobClient` is the same for asyncio. Failures raise `JobgateError` subclasses. The messages
-are jobgate.v1's protobufs, re-exported here under short names.
+`AsyncJobClient` is the same for asyncio; both also show the caller's `balance()` and `usage()`.
+`AdminClient` and `AsyncAdminClient` manage users, keys, tariffs and balances with an admin key.
+Failures raise `JobgateError` subclasses. The messages are jobgate.v1's protobufs, re-exported
+here under short names.
 """
 
 from __future__ import annotations
 
 from jobgate.client import (
+    AdminClient,
     AlreadyExistsError,
+    AsyncAdminClient,
     AsyncJobClient,
     DeadlineExceededError,
     FailedPreconditionError,
@@ -22,6 +26,7 @@ from jobgate.client import (
     JobClient,
     JobFailedError,
     JobgateError,
+    ModelPrice,
     NotFoundError,
     PermissionDeniedError,
     ResourceExhaustedError,
@@ -29,6 +34,7 @@ from jobgate.client import (
     UnauthenticatedError,
     UnavailableError,
 )
+from jobgate.v1.account_pb2 import Balance, UsageRecord
 from jobgate.v1.job_pb2 import BlobRef, Job, JobEvent, JobInput, LogEntry, Output, Progress
 from jobgate.v1.job_service_pb2 import WatchJobResponse
 from jobgate.v1.model_pb2 import Model
@@ -36,8 +42,11 @@ from jobgate.v1.model_pb2 import Model
 JobState = Job.State
 
 __all__ = [
+    "AdminClient",
     "AlreadyExistsError",
+    "AsyncAdminClient",
     "AsyncJobClient",
+    "Balance",
     "BlobRef",
     "DeadlineExceededError",
     "FailedPreconditionError",
@@ -52,6 +61,7 @@ __all__ = [
     "JobgateError",
     "LogEntry",
     "Model",
+    "ModelPrice",
     "NotFoundError",
     "Output",
     "PermissionDeniedError",
@@ -60,5 +70,6 @@ __all__ = [
     "RetryPolicy",
     "UnauthenticatedError",
     "UnavailableError",
+    "UsageRecord",
     "WatchJobResponse",
 ]

@@ -94,6 +94,16 @@ def models(args: argparse.Namespace, client: JobClient, output: Output) -> int:
     return EXIT_OK
 
 
+def balance(args: argparse.Namespace, client: JobClient, output: Output) -> int:
+    output.balance(client.balance())
+    return EXIT_OK
+
+
+def usage(args: argparse.Namespace, client: JobClient, output: Output) -> int:
+    output.usage(client.usage(args.days))
+    return EXIT_OK
+
+
 def _follow(client: JobClient, output: Output, name: str) -> int:
     """Prints the job's watch stream to its end; EXIT_JOB_FAILED if it ended FAILED/CANCELLED."""
     state: job_pb2.Job.State = job_pb2.Job.STATE_UNSPECIFIED

@@ -14,7 +14,7 @@ from google.rpc import status_pb2
 from jobgate.cli import _text as text
 from jobgate.cli._live import LiveLine
 from jobgate.client._messages import TERMINAL_STATES
-from jobgate.v1 import job_pb2, job_service_pb2, model_pb2
+from jobgate.v1 import account_pb2, job_pb2, job_service_pb2, model_pb2
 
 
 class Output(Protocol):
@@ -25,6 +25,10 @@ class Output(Protocol):
     def models(self, models: Sequence[model_pb2.Model]) -> None: ...
 
     def watch_message(self, message: job_service_pb2.WatchJobResponse) -> None: ...
+
+    def balance(self, balance: account_pb2.Balance) -> None: ...
+
+    def usage(self, usage: Sequence[account_pb2.UsageRecord]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -50,6 +54,13 @@ class JsonOutput:
         # Keepalives only prove the stream is alive; scripts have no use for them.
         if message.WhichOneof("update") != "keepalive":
             self._write(message)
+
+    def balance(self, balance: account_pb2.Balance) -> None:
+        self._write(balance)
+
+    def usage(self, usage: Sequence[account_pb2.UsageRecord]) -> None:
+        for record in usage:
+            self._write(record)
 
     def close(self) -> None:
         self._stdout.flush()
@@ -90,6 +101,12 @@ class HumanOutput:
         elif kind == "queue_position":
             self._jobs_ahead = message.queue_position.jobs_ahead
             self._show_status()
+
+    def balance(self, balance: account_pb2.Balance) -> None:
+        self._lines(text.balance_lines(balance))
+
+    def usage(self, usage: Sequence[account_pb2.UsageRecord]) -> None:
+        self._lines(text.usage_table(usage) if usage else ["no charged jobs"])
 
     def close(self) -> None:
         self._live.hide()

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobgate",
         description="Submit AI jobs to a jobgate service and watch them to the end.",
-        parents=[_global_options(argparse.SUPPRESS)],
+        parents=[global_options(argparse.SUPPRESS)],
     )
     # Global options also work after the command (`jobgate submit … --json`); these defaults
     # apply when neither place sets them.
@@ -54,7 +54,7 @@ def add_plugin_commands(subparsers: Subparsers[argparse.ArgumentParser]) -> None
             )
 
 
-def _global_options(default: Any) -> argparse.ArgumentParser:
+def global_options(default: Any) -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument(
         "--address",
@@ -72,7 +72,7 @@ def _global_options(default: Any) -> argparse.ArgumentParser:
 
 
 def _add_client_commands(subparsers: Subparsers[argparse.ArgumentParser]) -> None:
-    common = [_global_options(argparse.SUPPRESS)]
+    common = [global_options(argparse.SUPPRESS)]
 
     def add(name: str, command: commands.Command, help: str) -> argparse.ArgumentParser:
         parser = subparsers.add_parser(name, help=help, description=help, parents=common)
@@ -124,6 +124,10 @@ def _add_client_commands(subparsers: Subparsers[argparse.ArgumentParser]) -> Non
     watch.add_argument("name", metavar="NAME", help="jobs/ID or ID")
 
     add("models", commands.models, "list the models jobs can run")
+
+    add("balance", commands.balance, "show your balance: available and held for jobs")
+    usage = add("usage", commands.usage, "show what your jobs cost, per day and model")
+    usage.add_argument("--days", type=_count, default=30, metavar="N", help="days back (30)")
 
 
 def _option(text: str) -> tuple[str, Any]:

@@ -9,7 +9,7 @@ from google.protobuf import json_format, timestamp_pb2
 from google.rpc import status_pb2
 
 from jobgate.client._errors import status_error
-from jobgate.v1 import job_pb2, model_pb2
+from jobgate.v1 import account_pb2, job_pb2, model_pb2
 
 BAR_WIDTH = 24
 
@@ -138,6 +138,20 @@ def price_text(price: model_pb2.Price) -> str:
         unit = model_pb2.Price.Unit.Name(price.unit).removeprefix("UNIT_").lower()
         parts.append(f"{_money(price.per_unit_micros)}/{unit.replace('_', ' ')}")
     return f"{' + '.join(parts)} {price.currency_code}".strip()
+
+
+def balance_lines(balance: account_pb2.Balance) -> list[str]:
+    return [
+        f"available  {_money(balance.available_micros)}",
+        f"held       {_money(balance.held_micros)}  (for jobs not yet settled)",
+    ]
+
+
+def usage_table(usage: Sequence[account_pb2.UsageRecord]) -> list[str]:
+    return table(
+        ["DAY", "MODEL", "JOBS", "UNITS", "COST"],
+        [[u.day, u.model, str(u.job_count), str(u.units), _money(u.cost_micros)] for u in usage],
+    )
 
 
 def first_sentence(description: str) -> str:

@@ -1,7 +1,9 @@
-"""The Python clients of jobgate's JobService; `jobgate` re-exports what users need."""
+"""The Python clients of jobgate's JobService, AccountService and AdminService; `jobgate`
+re-exports what users need."""
 
 from __future__ import annotations
 
+from jobgate.client._admin import AdminClient, AsyncAdminClient, ModelPrice
 from jobgate.client._async_client import AsyncJobClient
 from jobgate.client._errors import (
     AlreadyExistsError,
@@ -21,7 +23,9 @@ from jobgate.client._retry import RetryPolicy
 from jobgate.client._sync_client import JobClient
 
 __all__ = [
+    "AdminClient",
     "AlreadyExistsError",
+    "AsyncAdminClient",
     "AsyncJobClient",
     "DeadlineExceededError",
     "FailedPreconditionError",
@@ -30,6 +34,7 @@ __all__ = [
     "JobClient",
     "JobFailedError",
     "JobgateError",
+    "ModelPrice",
     "NotFoundError",
     "PermissionDeniedError",
     "ResourceExhaustedError",

@@ -19,7 +19,15 @@ from jobgate.client._errors import from_rpc_error
 from jobgate.client._retry import NO_RETRY, Backoff, RetryPolicy
 from jobgate.client._upload import create_upload, send, upload_file
 from jobgate.client._watch import WatchCursor
-from jobgate.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc, model_pb2
+from jobgate.v1 import (
+    account_pb2,
+    account_service_pb2,
+    account_service_pb2_grpc,
+    job_pb2,
+    job_service_pb2,
+    job_service_pb2_grpc,
+    model_pb2,
+)
 
 Response = TypeVar("Response", bound=Message)
 
@@ -45,15 +53,28 @@ class AsyncJobClient:
         self._config = ClientConfig.create(target, api_key, credentials, call_timeout, retry)
         self._channel: grpc.aio.Channel | None = None
         self._stub_of_channel: job_service_pb2_grpc.JobServiceStub | None = None
+        self._account_stub_of_channel: account_service_pb2_grpc.AccountServiceStub | None = None
 
     @property
     def _stub(self) -> job_service_pb2_grpc.JobServiceStub:
+        return self._open()[0]
+
+    @property
+    def _account_stub(self) -> account_service_pb2_grpc.AccountServiceStub:
+        return self._open()[1]
+
+    def _open(
+        self,
+    ) -> tuple[job_service_pb2_grpc.JobServiceStub, account_service_pb2_grpc.AccountServiceStub]:
         # A grpc.aio channel belongs to the event loop it is made in: made on the first call,
         # it lands in the loop the client is used in, wherever the client itself was made.
-        if self._stub_of_channel is None:
+        if self._stub_of_channel is None or self._account_stub_of_channel is None:
             self._channel = self._config.aio_channel()
             self._stub_of_channel = job_service_pb2_grpc.JobServiceStub(self._channel)
-        return self._stub_of_channel
+            self._account_stub_of_channel = account_service_pb2_grpc.AccountServiceStub(
+                self._channel
+            )
+        return self._stub_of_channel, self._account_stub_of_channel
 
     async def __aenter__(self) -> Self:
         return self
@@ -69,7 +90,7 @@ class AsyncJobClient:
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()
-            self._channel = self._stub_of_channel = None
+            self._channel = self._stub_of_channel = self._account_stub_of_channel = None
 
     async def submit(
         self,
@@ -152,6 +173,21 @@ class AsyncJobClient:
             models.extend(page.models)
             if not (page_token := page.next_page_token):
                 return models
+
+    async def balance(self) -> account_pb2.Balance:
+        """The caller's balance, in micros: `available_micros` and `held_micros` (held for
+        jobs not yet settled)."""
+        request = account_service_pb2.GetBalanceRequest()
+        return (
+            await self._call(self._account_stub.GetBalance, request, self._config.retry)
+        ).balance
+
+    async def usage(self, days: int = 30) -> builtins.list[account_pb2.UsageRecord]:
+        """What the caller's settled jobs cost per UTC day and model, the last `days` days."""
+        request = account_service_pb2.ListUsageRequest(days=days)
+        return list(
+            (await self._call(self._account_stub.ListUsage, request, self._config.retry)).usage
+        )
 
     async def watch(
         self,

@@ -25,33 +25,42 @@ class FieldViolation:
 
 @dataclass(frozen=True)
 class ErrorDetails:
-    """What a google.rpc.Status says beyond code and message: its ErrorInfo and BadRequest."""
+    """What a google.rpc.Status says beyond code and message: its ErrorInfo, BadRequest and
+    RetryInfo."""
 
     reason: str = ""
     domain: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
     field_violations: tuple[FieldViolation, ...] = ()
+    retry_delay: float | None = None
 
     @classmethod
     def from_status(cls, status: status_pb2.Status) -> ErrorDetails:
         info = error_details_pb2.ErrorInfo()
         bad_request = error_details_pb2.BadRequest()
+        retry: error_details_pb2.RetryInfo | None = None
         for detail in status.details:
             if detail.Is(info.DESCRIPTOR):
                 detail.Unpack(info)
             elif detail.Is(bad_request.DESCRIPTOR):
                 detail.Unpack(bad_request)
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
         violations = tuple(
             FieldViolation(v.field, v.description) for v in bad_request.field_violations
         )
-        return cls(info.reason, info.domain, dict(info.metadata), violations)
+        delay = retry.retry_delay.ToTimedelta().total_seconds() if retry is not None else None
+        return cls(info.reason, info.domain, dict(info.metadata), violations, delay)
 
 
 class JobgateError(Exception):
     """The root of the client's errors: a failed call (or job), decoded from google.rpc.Status.
 
     `reason` is the stable UPPER_SNAKE google.rpc.ErrorInfo reason (empty when the server sent
-    none, e.g. when the connection failed); `field_violations` name the invalid fields."""
+    none, e.g. when the connection failed); `field_violations` name the invalid fields;
+    `retry_delay` is how many seconds the server asked to wait before trying again (a
+    google.rpc.RetryInfo, sent with RESOURCE_EXHAUSTED), or None."""
 
     def __init__(
         self,
@@ -67,6 +76,7 @@ class JobgateError(Exception):
         self.domain = details.domain
         self.metadata = dict(details.metadata)
         self.field_violations = details.field_violations
+        self.retry_delay = details.retry_delay
 
     def __str__(self) -> str:
         reason = f" ({self.reason})" if self.reason else ""
@@ -90,7 +100,8 @@ class PermissionDeniedError(JobgateError):
 
 
 class FailedPreconditionError(JobgateError):
-    """The job is in the wrong state for the call, e.g. cancelling a finished job."""
+    """The call cannot be done in the current state: cancelling a finished job, or a balance
+    that does not cover a job (reason INSUFFICIENT_BALANCE)."""
 
 
 class AlreadyExistsError(JobgateError):
@@ -98,7 +109,8 @@ class AlreadyExistsError(JobgateError):
 
 
 class ResourceExhaustedError(JobgateError):
-    """A limit was hit: request size, rate or quota."""
+    """A limit was hit: request size, or the tariff's concurrency or submit rate (reasons
+    CONCURRENCY_LIMIT, RATE_LIMIT), with `retry_delay` saying when to try again."""
 
 
 class UnavailableError(JobgateError):

@@ -19,7 +19,15 @@ from jobgate.client._errors import RpcFailure, from_rpc_error
 from jobgate.client._retry import NO_RETRY, Backoff, RetryPolicy
 from jobgate.client._upload import create_upload, send, upload_file
 from jobgate.client._watch import WatchCursor
-from jobgate.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc, model_pb2
+from jobgate.v1 import (
+    account_pb2,
+    account_service_pb2,
+    account_service_pb2_grpc,
+    job_pb2,
+    job_service_pb2,
+    job_service_pb2_grpc,
+    model_pb2,
+)
 
 Response = TypeVar("Response", bound=Message)
 
@@ -45,6 +53,7 @@ class JobClient:
         self._config = ClientConfig.create(target, api_key, credentials, call_timeout, retry)
         self._channel = self._config.sync_channel()
         self._stub = job_service_pb2_grpc.JobServiceStub(self._channel)
+        self._account_stub = account_service_pb2_grpc.AccountServiceStub(self._channel)
 
     def __enter__(self) -> Self:
         return self
@@ -140,6 +149,17 @@ class JobClient:
             models.extend(page.models)
             if not (page_token := page.next_page_token):
                 return models
+
+    def balance(self) -> account_pb2.Balance:
+        """The caller's balance, in micros: `available_micros` and `held_micros` (held for
+        jobs not yet settled)."""
+        request = account_service_pb2.GetBalanceRequest()
+        return self._call(self._account_stub.GetBalance, request, self._config.retry).balance
+
+    def usage(self, days: int = 30) -> builtins.list[account_pb2.UsageRecord]:
+        """What the caller's settled jobs cost per UTC day and model, the last `days` days."""
+        request = account_service_pb2.ListUsageRequest(days=days)
+        return list(self._call(self._account_stub.ListUsage, request, self._config.retry).usage)
 
     def watch(
         self, name_or_id: str, after_sequence: int = 0, *, timeout: float | None = None
