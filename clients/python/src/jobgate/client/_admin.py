@@ -14,13 +14,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self, TypeVar, cast
+from typing import TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message
 
-from jobgate.client._channel import DEFAULT_CALL_TIMEOUT, DEFAULT_TARGET, ClientConfig
+from jobgate.client._channel import AsyncChannelOwner, SyncChannelOwner
 from jobgate.client._errors import RpcFailure, from_rpc_error
 from jobgate.client._messages import job_name
 from jobgate.client._retry import NO_RETRY, Backoff, RetryPolicy
@@ -113,35 +112,12 @@ class _Requests:
         )
 
 
-class AdminClient:
+class AdminClient(SyncChannelOwner):
     """AdminService for blocking code. Use it as `with AdminClient(address, admin_key):`."""
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        api_key: str | None = None,
-        *,
-        credentials: grpc.ChannelCredentials | None = None,
-        call_timeout: float = DEFAULT_CALL_TIMEOUT,
-        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, so sharing it is safe
-    ) -> None:
-        self._config = ClientConfig.create(target, api_key, credentials, call_timeout, retry)
-        self._channel = self._config.sync_channel()
-        self._stub = admin_service_pb2_grpc.AdminServiceStub(self._channel)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._channel.close()
+    @property
+    def _stub(self) -> admin_service_pb2_grpc.AdminServiceStub:
+        return self._stub_of(admin_service_pb2_grpc.AdminServiceStub)
 
     def create_user(self, user: str, tariff: str | None = None) -> account_pb2.User:
         request = _Requests.create_user(user, tariff)
@@ -216,45 +192,12 @@ class AdminClient:
             time.sleep(backoff.pause_after(error))
 
 
-class AsyncAdminClient:
+class AsyncAdminClient(AsyncChannelOwner):
     """AdminService for asyncio code; the same methods as AdminClient, awaited."""
-
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        api_key: str | None = None,
-        *,
-        credentials: grpc.ChannelCredentials | None = None,
-        call_timeout: float = DEFAULT_CALL_TIMEOUT,
-        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, so sharing it is safe
-    ) -> None:
-        self._config = ClientConfig.create(target, api_key, credentials, call_timeout, retry)
-        self._channel: grpc.aio.Channel | None = None
-        self._stub_of_channel: admin_service_pb2_grpc.AdminServiceStub | None = None
 
     @property
     def _stub(self) -> admin_service_pb2_grpc.AdminServiceStub:
-        # Made on the first call, in the event loop the client is used in (see AsyncJobClient).
-        if self._stub_of_channel is None:
-            self._channel = self._config.aio_channel()
-            self._stub_of_channel = admin_service_pb2_grpc.AdminServiceStub(self._channel)
-        return self._stub_of_channel
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = self._stub_of_channel = None
+        return self._stub_of(admin_service_pb2_grpc.AdminServiceStub)
 
     async def create_user(self, user: str, tariff: str | None = None) -> account_pb2.User:
         request = _Requests.create_user(user, tariff)

@@ -7,14 +7,13 @@ import builtins
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import timedelta
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from jobgate.client import _messages as messages
-from jobgate.client._channel import DEFAULT_CALL_TIMEOUT, DEFAULT_TARGET, ClientConfig
+from jobgate.client._channel import AsyncChannelOwner
 from jobgate.client._errors import from_rpc_error
 from jobgate.client._retry import NO_RETRY, Backoff, RetryPolicy
 from jobgate.client._upload import create_upload, send, upload_file
@@ -32,7 +31,7 @@ from jobgate.v1 import (
 Response = TypeVar("Response", bound=Message)
 
 
-class AsyncJobClient:
+class AsyncJobClient(AsyncChannelOwner):
     """Submits, watches and manages jobs. The API key is given once (or read from
     $JOBGATE_API_KEY) and sent with every call.
 
@@ -41,56 +40,13 @@ class AsyncJobClient:
     `retry` says how calls that may safely repeat are retried while the service is unavailable.
     """
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        api_key: str | None = None,
-        *,
-        credentials: grpc.ChannelCredentials | None = None,
-        call_timeout: float = DEFAULT_CALL_TIMEOUT,
-        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, so sharing it is safe
-    ) -> None:
-        self._config = ClientConfig.create(target, api_key, credentials, call_timeout, retry)
-        self._channel: grpc.aio.Channel | None = None
-        self._stub_of_channel: job_service_pb2_grpc.JobServiceStub | None = None
-        self._account_stub_of_channel: account_service_pb2_grpc.AccountServiceStub | None = None
-
     @property
     def _stub(self) -> job_service_pb2_grpc.JobServiceStub:
-        return self._open()[0]
+        return self._stub_of(job_service_pb2_grpc.JobServiceStub)
 
     @property
     def _account_stub(self) -> account_service_pb2_grpc.AccountServiceStub:
-        return self._open()[1]
-
-    def _open(
-        self,
-    ) -> tuple[job_service_pb2_grpc.JobServiceStub, account_service_pb2_grpc.AccountServiceStub]:
-        # A grpc.aio channel belongs to the event loop it is made in: made on the first call,
-        # it lands in the loop the client is used in, wherever the client itself was made.
-        if self._stub_of_channel is None or self._account_stub_of_channel is None:
-            self._channel = self._config.aio_channel()
-            self._stub_of_channel = job_service_pb2_grpc.JobServiceStub(self._channel)
-            self._account_stub_of_channel = account_service_pb2_grpc.AccountServiceStub(
-                self._channel
-            )
-        return self._stub_of_channel, self._account_stub_of_channel
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = self._stub_of_channel = self._account_stub_of_channel = None
+        return self._stub_of(account_service_pb2_grpc.AccountServiceStub)
 
     async def submit(
         self,

@@ -7,14 +7,13 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
-from types import TracebackType
-from typing import Any, Self, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message
 
 from jobgate.client import _messages as messages
-from jobgate.client._channel import DEFAULT_CALL_TIMEOUT, DEFAULT_TARGET, ClientConfig
+from jobgate.client._channel import SyncChannelOwner
 from jobgate.client._errors import RpcFailure, from_rpc_error
 from jobgate.client._retry import NO_RETRY, Backoff, RetryPolicy
 from jobgate.client._upload import create_upload, send, upload_file
@@ -32,7 +31,7 @@ from jobgate.v1 import (
 Response = TypeVar("Response", bound=Message)
 
 
-class JobClient:
+class JobClient(SyncChannelOwner):
     """Submits, watches and manages jobs. The API key is given once (or read from
     $JOBGATE_API_KEY) and sent with every call.
 
@@ -41,33 +40,13 @@ class JobClient:
     `retry` says how calls that may safely repeat are retried while the service is unavailable.
     """
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        api_key: str | None = None,
-        *,
-        credentials: grpc.ChannelCredentials | None = None,
-        call_timeout: float = DEFAULT_CALL_TIMEOUT,
-        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, so sharing it is safe
-    ) -> None:
-        self._config = ClientConfig.create(target, api_key, credentials, call_timeout, retry)
-        self._channel = self._config.sync_channel()
-        self._stub = job_service_pb2_grpc.JobServiceStub(self._channel)
-        self._account_stub = account_service_pb2_grpc.AccountServiceStub(self._channel)
+    @property
+    def _stub(self) -> job_service_pb2_grpc.JobServiceStub:
+        return self._stub_of(job_service_pb2_grpc.JobServiceStub)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._channel.close()
+    @property
+    def _account_stub(self) -> account_service_pb2_grpc.AccountServiceStub:
+        return self._stub_of(account_service_pb2_grpc.AccountServiceStub)
 
     def submit(
         self,
