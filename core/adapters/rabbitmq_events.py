@@ -125,6 +125,7 @@ class RabbitEventBus:
         self._origin = uuid.uuid4().hex  # marks this bus's own events
         self._closed = False
         self._backlog: deque[JobEvent] = deque(maxlen=BACKLOG_LIMIT)
+        self._dropping = False
         self._queued = asyncio.Event()
         self._sender = asyncio.create_task(self._send_forever(), name="event-bus-sender")
 
@@ -162,8 +163,9 @@ class RabbitEventBus:
         if self._closed:
             return
         await self._local.publish(event)
-        if len(self._backlog) == BACKLOG_LIMIT:
-            log.warning("event bus backlog full: dropping the oldest event not yet sent")
+        if len(self._backlog) == BACKLOG_LIMIT and not self._dropping:
+            self._dropping = True  # said once per outage, not once per event
+            log.warning("event bus backlog full: dropping the oldest events not yet sent")
         self._backlog.append(event)
         self._queued.set()
 
@@ -189,6 +191,7 @@ class RabbitEventBus:
             self._queued.clear()
             pending = list(self._backlog)
             self._backlog.clear()
+            self._dropping = False
             for key, events in batches(pending):
                 await self._send(key, events)
 
