@@ -33,6 +33,7 @@ from bench.embedded import create_latency, throughput
 from bench.rabbit import scratch_vhost
 from bench.service import RunningService
 from bench.stats import Result, percentile, table
+from core import event_loop
 from core.adapters.postgres_accounts import PostgresAccountStore
 from core.providers.registry import builtin_registry
 from launcher.accounts import local_free_key
@@ -243,24 +244,26 @@ def _rss_mb(pid: int) -> float:
 def measure(args: argparse.Namespace) -> list[Result]:
     results: list[Result] = []
     with scratch_vhost("jobgate-bench") as url:
-        ceiling = asyncio.run(raw_aio_pika(url, args.jobs))
+        ceiling = event_loop.run(raw_aio_pika(url, args.jobs))
     with scratch_vhost("jobgate-bench") as url:
         bare = celery(url, args.jobs, backend="")
     with scratch_vhost("jobgate-bench") as url:
         with_backend = celery(url, args.jobs, backend="rpc://")
     with jobgate_stack("postgresql", args.concurrency) as stack:
-        ours, rows = asyncio.run(jobgate_rows(stack, "PostgreSQL", args, args.streams))
+        ours, rows = event_loop.run(jobgate_rows(stack, "PostgreSQL", args, args.streams))
         results += rows
     # Celery's queues are classic ones: the same kind of queue, for the like-for-like ratio.
     with jobgate_stack("postgresql", args.concurrency, "classic") as (service, processes):
         meter = CpuMeter(processes)
-        classic = asyncio.run(throughput(service, args.jobs, args.in_flight, args.channels, meter))
+        classic = event_loop.run(
+            throughput(service, args.jobs, args.in_flight, args.channels, meter)
+        )
         label = "PostgreSQL, classic queues"
         results += [Result(f"jobgate ({label}) end to end", classic, "jobs/s")]
         results += cpu_rows(meter, args.jobs, label)
     if args.mongo_url:
         with jobgate_stack(args.mongo_url, args.concurrency) as stack:
-            results += asyncio.run(jobgate_rows(stack, "MongoDB", args))[1]
+            results += event_loop.run(jobgate_rows(stack, "MongoDB", args))[1]
     results += [
         Result(
             "Celery, no result backend",

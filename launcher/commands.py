@@ -12,6 +12,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from core import event_loop
 from core.errors import ConfigError
 from core.settings import Settings
 
@@ -88,4 +89,4 @@ def _serve_until_signal(
         await stop()
         return 0
 
-    return asyncio.run(main())
+    return event_loop.run(main())

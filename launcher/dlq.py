@@ -4,10 +4,10 @@ operators, on the broker that JOBGATE_* settings name."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from urllib.parse import urlsplit
 
+from core import event_loop
 from core.adapters.dead_letters import DeadLetter, DeadLetters
 from core.adapters.rabbitmq import RabbitError, Topology
 from core.backends import rabbitmq_topology
@@ -40,7 +40,7 @@ def _dlq(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
         url, topology = _rabbitmq(settings)
-        return asyncio.run(_run(args, url, topology))
+        return event_loop.run(_run(args, url, topology))
     except (ConfigError, RabbitError) as error:
         print(f"jobgate dlq: {error}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 
+from core import event_loop
 from core.backends import open_backends
 from core.errors import ConfigError
 from core.providers.registry import builtin_registry
@@ -44,7 +45,7 @@ async def serve(settings: Settings) -> None:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        asyncio.run(serve(Settings.from_env()))
+        event_loop.run(serve(Settings.from_env()))
     except ConfigError as error:
         log.error("cannot start: %s", error.message)
         return 2
