@@ -68,15 +68,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self, request: job_service_pb2.CreateJobRequest, context: Context
     ) -> job_service_pb2.CreateJobResponse:
         principal = current_principal()
-        if self._draining.is_set():
-            raise Unavailable("the server is shutting down; retry on another replica")
-        new_job = await self._new_job(principal.owner, request)
-        # Shielded: once held, the job is recorded (or its hold released) and once recorded it
-        # is queued, even if the caller goes away or the server stops.
-        submission = asyncio.create_task(self._submit(principal, new_job))
-        self._submissions.add(submission)
-        submission.add_done_callback(self._submissions.discard)
-        job = await asyncio.shield(submission)
+        job = await self._create(principal, await self._new_job(principal.owner, request))
         return job_service_pb2.CreateJobResponse(job=await self._render.job(job))
 
     @unary_errors
@@ -139,6 +131,18 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         async for response in self._watcher.watch(job_id, owner, request.after_sequence):
             yield response
 
+    @stream_errors
+    async def RunJob(
+        self, request: job_service_pb2.CreateJobRequest, context: Context
+    ) -> AsyncIterator[job_service_pb2.WatchJobResponse]:
+        principal = current_principal()
+        new_job = await self._new_job(principal.owner, request)
+        created = self._watcher.watch_new(
+            new_job.id, principal.owner, lambda: self._create(principal, new_job)
+        )
+        async for response in created:
+            yield response
+
     @unary_errors
     async def ListModels(
         self, request: job_service_pb2.ListModelsRequest, context: Context
@@ -166,7 +170,18 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         if pending:
             log.error("%d job submissions did not finish while stopping", len(pending))
 
+    async def _create(self, principal: Principal, new_job: NewJob) -> Job:
+        """Records and queues `new_job` (see _submit). Shielded: once held, the job is recorded
+        (or its hold released) and once recorded it is queued, even if the caller goes away or
+        the server stops."""
+        submission = asyncio.create_task(self._submit(principal, new_job))
+        self._submissions.add(submission)
+        submission.add_done_callback(self._submissions.discard)
+        return await asyncio.shield(submission)
+
     async def _new_job(self, owner: str, request: job_service_pb2.CreateJobRequest) -> NewJob:
+        if self._draining.is_set():
+            raise Unavailable("the server is shutting down; retry on another replica")
         if not request.HasField("job"):
             raise InvalidArgument("job", "job is required")
         if not request.job.model:
@@ -233,7 +248,8 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 "the broker takes it again: retry with the same request_id to get it",
                 reason=Reason.QUEUE_UNAVAILABLE,
             ) from None
-        # No event to announce: nobody can be watching a job that did not exist a moment ago.
+        # No event to announce: a RunJob stream starts with the job itself, and nobody else can
+        # be watching a job that did not exist a moment ago.
         return job
 
     async def _publish(self, message: JobMessage) -> None:

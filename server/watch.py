@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
 from jobgate.v1 import job_service_pb2
@@ -108,6 +108,27 @@ class JobWatcher:
                     yield response
             finally:
                 self._feeds.discard(live)
+
+    async def watch_new(
+        self, job_id: str, owner: str, create: Callable[[], Awaitable[Job]]
+    ) -> AsyncIterator[Response]:
+        """RunJob: subscribes before `create` records the job `job_id`, then streams the job
+        it returns. A request_id seen before makes `create` return the job recorded then, under
+        another id: that one is watched as WatchJob would."""
+        if self.draining.is_set():
+            raise Unavailable("the server is shutting down; retry on another replica")
+        async with self.events.subscribe(job_id) as live:
+            self._feeds.add(live)
+            try:
+                job = await create()
+                if job.id == job_id:
+                    async for response in _Stream(self, job, live).run(0):
+                        yield response
+                    return
+            finally:
+                self._feeds.discard(live)
+        async for response in self.watch(job.id, owner, 0):
+            yield response
 
 
 class _Stream:

@@ -169,6 +169,57 @@ async def test_watch_resumes_across_a_restart_of_the_service(
     assert states_of(seen)[-1] == JobState.STATE_SUCCEEDED
 
 
+async def test_run_creates_the_job_and_streams_it_to_the_end_in_one_call(
+    client: AsyncJobClient,
+) -> None:
+    messages = [m async for m in client.run("local/sleep", duration=0.3, timeout=30)]
+
+    first = messages[0].job
+    assert first.state == JobState.STATE_QUEUED and first.model == "local/sleep"
+    assert_every_event_once(messages, (await client.get(first.name)).event_sequence)
+    assert states_of(messages)[-1] == JobState.STATE_SUCCEEDED
+
+
+async def test_run_resumes_after_dropped_connections_with_no_gap_or_repeat(
+    proxy: DroppingProxy, endpoint: Endpoint, client: AsyncJobClient
+) -> None:
+    seen: list[WatchJobResponse] = []
+    async with AsyncJobClient(proxy.address, endpoint.api_key, retry=FAST_RETRY) as via_proxy:
+        async for message in via_proxy.run("local/sleep", duration=1.0, timeout=30):
+            seen.append(message)
+            if len(events_of(seen)) in (2, 4) and message.WhichOneof("update") == "event":
+                await proxy.drop(pause=0.3 if len(events_of(seen)) == 4 else 0.0)
+
+    name = seen[0].job.name
+    assert proxy.forwarded >= 3
+    assert_every_event_once(seen, (await client.get(name)).event_sequence)
+    assert states_of(seen)[-1] == JobState.STATE_SUCCEEDED
+    assert [j.name async for j in client.list(model="local/sleep")] == [name]
+
+
+async def test_run_retries_while_the_service_is_away_and_creates_one_job(
+    proxy: DroppingProxy, endpoint: Endpoint, client: AsyncJobClient
+) -> None:
+    await proxy.drop(pause=0.4)
+    async with AsyncJobClient(proxy.address, endpoint.api_key, retry=FAST_RETRY) as via_proxy:
+        messages = [m async for m in via_proxy.run("local/echo", "patient run", timeout=30)]
+
+    assert states_of(messages)[-1] == JobState.STATE_SUCCEEDED
+    listed = [j.name async for j in client.list() if j.input.prompt == "patient run"]
+    assert listed == [messages[0].job.name]
+
+
+async def test_an_invalid_run_raises_invalid_argument_naming_the_field(
+    client: AsyncJobClient,
+) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        async for _ in client.run("local/nope", "x"):
+            pass
+
+    assert caught.value.reason == "UNKNOWN_MODEL"
+    assert [v.field for v in caught.value.field_violations] == ["job.model"]
+
+
 async def test_result_raises_job_failed_with_the_job_and_its_reason(
     client: AsyncJobClient,
 ) -> None:

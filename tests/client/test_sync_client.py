@@ -55,6 +55,18 @@ async def test_watch_is_a_plain_iterator_of_the_whole_stream(sync_client: JobCli
     assert final.state == JobState.STATE_SUCCEEDED
 
 
+async def test_run_is_a_plain_iterator_from_the_queued_job_to_its_end(
+    sync_client: JobClient,
+) -> None:
+    messages = await blocking(lambda: list(sync_client.run("local/echo", "run sync", timeout=30)))
+
+    assert messages[0].job.state == JobState.STATE_QUEUED
+    final = await blocking(lambda: sync_client.get(messages[0].job.name))
+    sequences = [m.event.sequence for m in messages if m.WhichOneof("update") == "event"]
+    assert sequences == list(range(2, final.event_sequence + 1))
+    assert final.state == JobState.STATE_SUCCEEDED and final.outputs[0].text == "run sync"
+
+
 async def test_watch_resumes_after_a_dropped_connection(
     proxy: DroppingProxy, endpoint: Endpoint, sync_client: JobClient
 ) -> None:

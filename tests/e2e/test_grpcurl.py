@@ -79,6 +79,22 @@ async def test_create_then_watch_a_job_from_grpcurl(endpoint: Any) -> None:
     assert '"STATE_SUCCEEDED"' in out and "from grpcurl" in out
 
 
+async def test_run_a_job_from_grpcurl_in_one_call(endpoint: Any) -> None:
+    body = json.dumps({"job": {"model": "local/echo", "input": {"prompt": "run from grpcurl"}}})
+    code, out, err = await grpcurl(
+        "-plaintext",
+        "-H",
+        f"authorization: Bearer {endpoint.api_key}",
+        "-d",
+        body,
+        endpoint.address,
+        "jobgate.v1.JobService/RunJob",
+    )
+    assert code == 0, err
+    assert out.index('"STATE_QUEUED"') < out.index('"STATE_SUCCEEDED"')
+    assert "run from grpcurl" in out
+
+
 async def test_a_call_without_a_key_says_so(endpoint: Any) -> None:
     code, _, err = await grpcurl(
         "-plaintext", "-d", "{}", endpoint.address, "jobgate.v1.JobService/ListJobs"

@@ -81,6 +81,7 @@ async def test_reflection_lists_and_describes_the_services(running: Running) -> 
         "ListJobs": False,
         "CancelJob": False,
         "WatchJob": True,
+        "RunJob": True,
         "ListModels": False,
         "CreateUpload": False,
     }

@@ -149,11 +149,46 @@ class JobClient(SyncChannelOwner):
         A dropped connection or an unavailable service is retried (see `retry`) and the watch
         resumes after the last event seen, so no event is missed or repeated. `timeout` bounds
         the whole watch; DeadlineExceededError when it runs out."""
-        cursor = WatchCursor(name_or_id, after_sequence, self._config.retry, timeout)
+        yield from self._follow(
+            WatchCursor(name_or_id, after_sequence, self._config.retry, timeout)
+        )
+
+    def run(
+        self,
+        model: str,
+        prompt: str | None = None,
+        *,
+        negative_prompt: str | None = None,
+        files: Iterable[job_pb2.BlobRef | str] = (),
+        size: str | None = None,
+        aspect_ratio: str | None = None,
+        duration: float | timedelta | None = None,
+        seed: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[job_service_pb2.WatchJobResponse]:
+        """Creates a job and streams it in one call (RunJob): first the job, QUEUED, then its
+        events in order until it ends, as watch() streams them. A retry before the job arrives
+        carries the same request_id, so it never creates a second job; a stream broken later
+        resumes with WatchJob. `timeout` bounds the whole run."""
+        spec = messages.JobSpec(
+            model,
+            prompt,
+            negative_prompt,
+            tuple(files),
+            size,
+            aspect_ratio,
+            duration,
+            seed,
+            dict(options or {}),
+        )
+        create = messages.create_job(spec, request_id)
+        yield from self._follow(WatchCursor.for_run(create, self._config.retry, timeout))
+
+    def _follow(self, cursor: WatchCursor) -> Iterator[job_service_pb2.WatchJobResponse]:
         while True:
-            call = self._stub.WatchJob(
-                cursor.request(), metadata=self._config.metadata, timeout=cursor.call_timeout()
-            )
+            call = cursor.open(self._stub, self._config.metadata)
             error = None
             try:
                 for message in call:
@@ -165,7 +200,7 @@ class JobClient(SyncChannelOwner):
                 call.cancel()
             if cursor.finished:
                 return
-            if error is None and cursor.caught_up(self.get(cursor.name)):
+            if error is None and cursor.name and cursor.caught_up(self.get(cursor.name)):
                 return
             time.sleep(cursor.pause_after(error))
 

@@ -64,6 +64,11 @@ class JobServiceStub:
                 request_serializer=jobgate_dot_v1_dot_job__service__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=jobgate_dot_v1_dot_job__service__pb2.WatchJobResponse.FromString,
                 _registered_method=True)
+        self.RunJob = channel.unary_stream(
+                '/jobgate.v1.JobService/RunJob',
+                request_serializer=jobgate_dot_v1_dot_job__service__pb2.CreateJobRequest.SerializeToString,
+                response_deserializer=jobgate_dot_v1_dot_job__service__pb2.WatchJobResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/jobgate.v1.JobService/ListModels',
                 request_serializer=jobgate_dot_v1_dot_job__service__pb2.ListModelsRequest.SerializeToString,
@@ -86,6 +91,8 @@ class JobServiceServicer:
 
     def CreateJob(self, request, context):
         """Creates a job and queues it; answers as soon as the job is recorded and queued.
+        RunJob shares its request: a field added to one belongs to both.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -115,6 +122,21 @@ class JobServiceServicer:
 
     def WatchJob(self, request, context):
         """Streams a job's changes until it finishes. See WatchJobRequest and WatchJobResponse.
+        RunJob shares its response: one stream, resumed by WatchJob.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunJob(self, request, context):
+        """Creates a job as CreateJob does and streams it as WatchJob does, in one call: the first
+        message is the job, QUEUED, once it is recorded and queued. A retry with the same
+        request_id streams the job the first call created. A broken stream resumes with WatchJob
+        after the last event seen.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -161,6 +183,11 @@ def add_JobServiceServicer_to_server(servicer, server):
             'WatchJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchJob,
                     request_deserializer=jobgate_dot_v1_dot_job__service__pb2.WatchJobRequest.FromString,
+                    response_serializer=jobgate_dot_v1_dot_job__service__pb2.WatchJobResponse.SerializeToString,
+            ),
+            'RunJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunJob,
+                    request_deserializer=jobgate_dot_v1_dot_job__service__pb2.CreateJobRequest.FromString,
                     response_serializer=jobgate_dot_v1_dot_job__service__pb2.WatchJobResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
@@ -313,6 +340,33 @@ class JobService:
             target,
             '/jobgate.v1.JobService/WatchJob',
             jobgate_dot_v1_dot_job__service__pb2.WatchJobRequest.SerializeToString,
+            jobgate_dot_v1_dot_job__service__pb2.WatchJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/jobgate.v1.JobService/RunJob',
+            jobgate_dot_v1_dot_job__service__pb2.CreateJobRequest.SerializeToString,
             jobgate_dot_v1_dot_job__service__pb2.WatchJobResponse.FromString,
             options,
             channel_credentials,

@@ -39,7 +39,10 @@ class JobServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> JobServiceAsyncStub: ...
     CreateJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.CreateJobRequest, _job_service_pb2.CreateJobResponse]
-    """Creates a job and queues it; answers as soon as the job is recorded and queued."""
+    """Creates a job and queues it; answers as soon as the job is recorded and queued.
+    RunJob shares its request: a field added to one belongs to both.
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
     GetJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetJobRequest, _job_service_pb2.GetJobResponse]
     """Gets one job of the caller."""
     ListJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListJobsRequest, _job_service_pb2.ListJobsResponse]
@@ -49,7 +52,19 @@ class JobServiceStub:
     CANCELLED at once. A finished job gives FAILED_PRECONDITION.
     """
     WatchJob: _grpc.UnaryStreamMultiCallable[_job_service_pb2.WatchJobRequest, _job_service_pb2.WatchJobResponse]
-    """Streams a job's changes until it finishes. See WatchJobRequest and WatchJobResponse."""
+    """Streams a job's changes until it finishes. See WatchJobRequest and WatchJobResponse.
+    RunJob shares its response: one stream, resumed by WatchJob.
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
+    RunJob: _grpc.UnaryStreamMultiCallable[_job_service_pb2.CreateJobRequest, _job_service_pb2.WatchJobResponse]
+    """Creates a job as CreateJob does and streams it as WatchJob does, in one call: the first
+    message is the job, QUEUED, once it is recorded and queued. A retry with the same
+    request_id streams the job the first call created. A broken stream resumes with WatchJob
+    after the last event seen.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
     ListModels: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListModelsRequest, _job_service_pb2.ListModelsResponse]
     """Lists the models jobs can run, with what they take, return and cost."""
     CreateUpload: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.CreateUploadRequest, _job_service_pb2.CreateUploadResponse]
@@ -68,7 +83,10 @@ class JobServiceAsyncStub(JobServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.CreateJobRequest, _job_service_pb2.CreateJobResponse]  # type: ignore[assignment]
-    """Creates a job and queues it; answers as soon as the job is recorded and queued."""
+    """Creates a job and queues it; answers as soon as the job is recorded and queued.
+    RunJob shares its request: a field added to one belongs to both.
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
     GetJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetJobRequest, _job_service_pb2.GetJobResponse]  # type: ignore[assignment]
     """Gets one job of the caller."""
     ListJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListJobsRequest, _job_service_pb2.ListJobsResponse]  # type: ignore[assignment]
@@ -78,7 +96,19 @@ class JobServiceAsyncStub(JobServiceStub):
     CANCELLED at once. A finished job gives FAILED_PRECONDITION.
     """
     WatchJob: _aio.UnaryStreamMultiCallable[_job_service_pb2.WatchJobRequest, _job_service_pb2.WatchJobResponse]  # type: ignore[assignment]
-    """Streams a job's changes until it finishes. See WatchJobRequest and WatchJobResponse."""
+    """Streams a job's changes until it finishes. See WatchJobRequest and WatchJobResponse.
+    RunJob shares its response: one stream, resumed by WatchJob.
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
+    RunJob: _aio.UnaryStreamMultiCallable[_job_service_pb2.CreateJobRequest, _job_service_pb2.WatchJobResponse]  # type: ignore[assignment]
+    """Creates a job as CreateJob does and streams it as WatchJob does, in one call: the first
+    message is the job, QUEUED, once it is recorded and queued. A retry with the same
+    request_id streams the job the first call created. A broken stream resumes with WatchJob
+    after the last event seen.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
     ListModels: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListModelsRequest, _job_service_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Lists the models jobs can run, with what they take, return and cost."""
     CreateUpload: _aio.UnaryUnaryMultiCallable[_job_service_pb2.CreateUploadRequest, _job_service_pb2.CreateUploadResponse]  # type: ignore[assignment]
@@ -100,7 +130,10 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.CreateJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.CreateJobResponse, _abc.Awaitable[_job_service_pb2.CreateJobResponse]]:
-        """Creates a job and queues it; answers as soon as the job is recorded and queued."""
+        """Creates a job and queues it; answers as soon as the job is recorded and queued.
+        RunJob shares its request: a field added to one belongs to both.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
 
     @_abc_1.abstractmethod
     def GetJob(
@@ -134,7 +167,25 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.WatchJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_job_service_pb2.WatchJobResponse], _abc.AsyncIterator[_job_service_pb2.WatchJobResponse]]:
-        """Streams a job's changes until it finishes. See WatchJobRequest and WatchJobResponse."""
+        """Streams a job's changes until it finishes. See WatchJobRequest and WatchJobResponse.
+        RunJob shares its response: one stream, resumed by WatchJob.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+
+    @_abc_1.abstractmethod
+    def RunJob(
+        self,
+        request: _job_service_pb2.CreateJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_job_service_pb2.WatchJobResponse], _abc.AsyncIterator[_job_service_pb2.WatchJobResponse]]:
+        """Creates a job as CreateJob does and streams it as WatchJob does, in one call: the first
+        message is the job, QUEUED, once it is recorded and queued. A retry with the same
+        request_id streams the job the first call created. A broken stream resumes with WatchJob
+        after the last event seen.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
 
     @_abc_1.abstractmethod
     def ListModels(
