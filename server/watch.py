@@ -25,10 +25,10 @@ from server.status import Unavailable
 log = logging.getLogger(__name__)
 
 Response = job_service_pb2.WatchJobResponse
-# Queue position is a hint, and counting queued jobs costs the store a query: each stream checks
-# after 1 s, then less often while nothing changes, and a server runs only a few counts at once
-# (a stream whose turn finds them busy tries next time), so thousands of queued watchers cannot
-# flood the job store.
+# Queue position is a hint, and counting queued jobs costs the store a query: a job is counted
+# once it has waited 1 s (most start sooner, and cost no count at all), then less often while
+# nothing changes, and a server runs only a few counts at once (a stream whose turn finds them
+# busy tries next time), so thousands of queued watchers cannot flood the job store.
 QUEUE_CHECK_SECONDS = 1.0
 QUEUE_CHECK_MAX_SECONDS = 10.0
 QUEUE_CHECKS_IN_FLIGHT = 4
@@ -149,7 +149,8 @@ class _Stream:
         self._state = job.state
         self._jobs_ahead: int | None = None
         self._idle_since = self._loop.time()
-        self._next_queue_check = self._loop.time()
+        waited = (datetime.now(UTC) - job.create_time).total_seconds()
+        self._next_queue_check = self._loop.time() + max(0.0, QUEUE_CHECK_SECONDS - waited)
 
     async def run(self, after_sequence: int) -> AsyncIterator[Response]:
         async for response in self._responses(after_sequence):
@@ -167,7 +168,7 @@ class _Stream:
                 yield response
         if self._state.terminal:
             return
-        if self._state is JobState.QUEUED:
+        if self._state is JobState.QUEUED and self._loop.time() >= self._next_queue_check:
             async for response in self._queue_position():
                 yield response
         async for response in self._follow():
