@@ -4,6 +4,7 @@ is doing. On a machine with N cores, N / (CPU seconds per job) bounds jobs/s."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
@@ -56,7 +57,18 @@ class CpuMeter:
         samples = {}
         for pid, label in labelled.items():
             try:
-                samples[(pid, label)] = _cpu_seconds(pid)
+                samples[(pid, label)] = cpu_seconds(pid)
             except OSError:
                 continue  # ended between listing and reading
         return samples
+
+
+def wait_quiet(pid: int, busy: float = 0.05, window: float = 0.5, limit: float = 30.0) -> None:
+    """Returns once process `pid` used less than `busy` of a core over `window` seconds (or
+    after `limit` seconds): the work left from the run before has finished."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(window)
+        if cpu_seconds(pid) - before < busy * window:
+            return

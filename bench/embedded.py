@@ -74,6 +74,7 @@ async def throughput(
 async def create_latency(service: RunningService, rate: float, seconds: float) -> list[float]:
     async with grpc.aio.insecure_channel(service.address) as channel:
         stub = job_service_pb2_grpc.JobServiceStub(channel)
+        await channel.channel_ready()  # the connection is not part of the first call's latency
         latencies: list[float] = []
 
         async def one() -> None:

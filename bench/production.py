@@ -6,6 +6,9 @@ No-op jobs (local/echo) go server -> RabbitMQ -> worker -> job store -> watcher.
 Beside it, on the same RabbitMQ: Celery (2 worker processes, acks_late, confirmed publishes)
 without and with a result backend, and raw aio-pika (the ceiling). Then one server holding
 5,000 idle WatchJob streams: its memory, and how long one event takes to reach all of them.
+CreateJob latency is judged on the gateway alone (workers stopped, as on machines of their own):
+on 2 shared cores, no-op workers at full speed would take the cores the gateway answers with.
+First, the floor: the same fan-out and unary calls on a bare grpcio server (bench.grpc_floor).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import tempfile
 import time
 import uuid
@@ -27,12 +31,15 @@ import grpc
 from google.protobuf import duration_pb2
 from jobgate.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
+from bench import grpc_floor
 from bench.baselines import celery, raw_aio_pika
-from bench.cpu import CpuMeter
+from bench.cpu import CpuMeter, wait_quiet
 from bench.embedded import create_latency, throughput
+from bench.grpc_floor import floor_server
 from bench.rabbit import scratch_vhost
 from bench.service import RunningService
 from bench.stats import Result, percentile, table
+from bench.streams import open_paced
 from core import event_loop
 from core.adapters.postgres_accounts import PostgresAccountStore
 from core.providers.registry import builtin_registry
@@ -42,10 +49,6 @@ from launcher.local_cluster import local_cluster
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 TARGETS = {"create_p99_ms": 10.0, "idle_rss_mb": 500.0, "fanout_p99_ms": 100.0}
 TARGET_RATE = 500.0  # CreateJob calls/s offered where the p99 target applies
-# Streams open at about 400/s, what one server starts here while the rest of the stack runs:
-# opened much faster, gRPC cancels some before the server gets to them.
-OPEN_BATCH = 250
-OPEN_PAUSE_SECONDS = 0.6
 Processes = dict[str, int]  # pid by label
 
 
@@ -112,16 +115,22 @@ async def jobgate_rows(
     streams: int = 0,
 ) -> tuple[float, list[Result]]:
     """Throughput and its CPU, then (with `streams`) the idle-streams run, then CreateJob
-    latency at each offered rate, lowest first: a backlog would disturb anything after it."""
+    latency at each offered rate, lowest first, and on the gateway alone."""
     service, processes = stack
     meter = CpuMeter(processes)
     jobs_per_second = await throughput(service, args.jobs, args.in_flight, args.channels, meter)
     idle = await idle_streams(service, streams, args.channels * 4) if streams else []
     latency_rows = []
     for rate in sorted(args.rate):
-        latency_rows += latency_results(
-            label, rate, await create_latency(service, rate, args.seconds), rate == TARGET_RATE
-        )
+        wait_quiet(service.pid)  # streams closing, or a backlog, would delay the next calls
+        latencies = await create_latency(service, rate, args.seconds)
+        latency_rows += latency_results(label, rate, latencies, judged=False)
+    wait_quiet(service.pid)
+    # Last: the jobs it queues wait for the workers, and would load whatever came after.
+    workers = [pid for name, pid in processes.items() if name.startswith("worker")]
+    with paused(workers):
+        alone = await create_latency(service, TARGET_RATE, args.seconds)
+    latency_rows += latency_results(f"{label}, gateway alone", TARGET_RATE, alone, judged=True)
     return jobs_per_second, [
         *idle,
         Result(f"jobgate ({label}) end to end", jobs_per_second, "jobs/s"),
@@ -145,6 +154,19 @@ def latency_results(label: str, rate: float, latencies: list[float], judged: boo
         ),
         Result(f"{name} refused @ {rate:.0f}/s", refused, "calls"),
     ]
+
+
+@contextlib.contextmanager
+def paused(pids: list[int]) -> Iterator[None]:
+    """The gateway alone: workers stopped (SIGSTOP), their jobs waiting in the queue, as when
+    the workers run on other machines and take none of this one's cores."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
 def cpu_rows(meter: CpuMeter, jobs: int, label: str) -> list[Result]:
@@ -183,9 +205,9 @@ async def idle_streams(service: RunningService, streams: int, channels: int) -> 
     delays: list[float] = []
     all_measured = asyncio.Event()
 
-    async def watch(stub: job_service_pb2_grpc.JobServiceStub) -> None:
+    async def watch(index: int) -> None:
         nonlocal ready
-        call = stub.WatchJob(
+        call = stubs[index % channels].WatchJob(
             job_service_pb2.WatchJobRequest(name=job.name), metadata=service.metadata
         )
         async for message in call:
@@ -204,11 +226,7 @@ async def idle_streams(service: RunningService, streams: int, channels: int) -> 
                 call.cancel()
                 return
 
-    tasks = []
-    for i in range(streams):
-        tasks.append(asyncio.create_task(watch(stubs[i % channels])))
-        if i % OPEN_BATCH == OPEN_BATCH - 1:
-            await asyncio.sleep(OPEN_PAUSE_SECONDS)
+    tasks = await open_paced(streams, watch)
     await asyncio.wait_for(all_ready.wait(), timeout=120)
     rss = _rss_mb(service.pid)
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
@@ -241,8 +259,27 @@ def _rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def floor_rows(args: argparse.Namespace) -> list[Result]:
+    """The same measures on a bare grpcio server (bench.grpc_floor): what no jobgate can beat."""
+    with floor_server() as (address, pid):
+        delays = event_loop.run(grpc_floor.fanout(address, args.streams, args.channels * 4))
+        wait_quiet(pid)
+        latencies, cpu_ms = event_loop.run(
+            grpc_floor.unary(address, pid, TARGET_RATE, args.seconds)
+        )
+    name = "bare grpcio floor:"
+    fanout = f"{name} one message to {len(delays):,} streams"
+    return [
+        Result(f"{fanout} p50", percentile(delays, 0.5), "ms"),
+        Result(f"{fanout} p99", percentile(delays, 0.99), "ms"),
+        Result(f"{name} unary p50 @ {TARGET_RATE:.0f}/s", percentile(latencies, 0.5), "ms"),
+        Result(f"{name} unary p99 @ {TARGET_RATE:.0f}/s", percentile(latencies, 0.99), "ms"),
+        Result(f"{name} server CPU per unary call", cpu_ms, "ms"),
+    ]
+
+
 def measure(args: argparse.Namespace) -> list[Result]:
-    results: list[Result] = []
+    results: list[Result] = floor_rows(args) if args.streams else []
     with scratch_vhost("jobgate-bench") as url:
         ceiling = event_loop.run(raw_aio_pika(url, args.jobs))
     with scratch_vhost("jobgate-bench") as url:
@@ -292,8 +329,9 @@ def main() -> None:
         "--rate",
         type=float,
         nargs="+",
-        default=[100, TARGET_RATE],
-        help="offered CreateJob rates, /s; the target applies at 500/s",
+        default=[100],
+        help="offered CreateJob rates, /s, with the workers running (the target applies to the "
+        "gateway alone, at 500/s)",
     )
     parser.add_argument("--seconds", type=float, default=10, help="length of the latency run")
     parser.add_argument("--streams", type=int, default=5000, help="idle WatchJob streams")
