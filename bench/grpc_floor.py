@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 
@@ -25,6 +26,7 @@ from bench.cpu import cpu_seconds
 from bench.streams import open_paced
 from core import event_loop
 
+REPO = Path(__file__).resolve().parent.parent
 SERVICE = "floor.Floor"
 REPLY = b"x" * 200  # about the size of a CreateJobResponse
 
@@ -72,21 +74,21 @@ async def serve() -> None:
 @contextlib.contextmanager
 def floor_server() -> Iterator[tuple[str, int]]:
     """A bare grpcio server in its own process, as jobgate's server is: (address, pid)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.grpc_floor"], stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None
-    try:
-        yield f"127.0.0.1:{int(process.stdout.readline())}", process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    command = [sys.executable, "-m", "bench.grpc_floor"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO) as process:
+        assert process.stdout is not None
+        try:
+            yield f"127.0.0.1:{int(process.stdout.readline())}", process.pid
+        finally:
+            process.terminate()
 
 
-def _method(channel: grpc.aio.Channel, name: str, streaming: bool = False) -> object:
-    path = f"/{SERVICE}/{name}"
-    codecs = {"request_serializer": _same, "response_deserializer": _same}
-    return (channel.unary_stream if streaming else channel.unary_unary)(path, **codecs)
+def _unary(channel: grpc.aio.Channel, name: str) -> grpc.aio.UnaryUnaryMultiCallable:
+    return channel.unary_unary(f"/{SERVICE}/{name}", _same, _same)
+
+
+def _streaming(channel: grpc.aio.Channel, name: str) -> grpc.aio.UnaryStreamMultiCallable:
+    return channel.unary_stream(f"/{SERVICE}/{name}", _same, _same)
 
 
 async def fanout(address: str, streams: int, channels: int) -> list[float]:
@@ -100,7 +102,7 @@ async def fanout(address: str, streams: int, channels: int) -> list[float]:
 
     async def watch(index: int) -> None:
         nonlocal ready
-        call = _method(pool[index % channels], "Watch", streaming=True)(b"")  # type: ignore[operator]
+        call = _streaming(pool[index % channels], "Watch")(b"")
         await call.read()
         ready += 1
         if ready == streams:
@@ -114,7 +116,7 @@ async def fanout(address: str, streams: int, channels: int) -> list[float]:
 
     tasks = await open_paced(streams, watch)
     await asyncio.wait_for(all_ready.wait(), timeout=120)
-    await _method(pool[0], "Broadcast")(b"")  # type: ignore[operator]
+    await _unary(pool[0], "Broadcast")(b"")
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
     for channel in pool:
         await channel.close()
@@ -124,13 +126,13 @@ async def fanout(address: str, streams: int, channels: int) -> list[float]:
 async def unary(address: str, pid: int, rate: float, seconds: float) -> tuple[list[float], float]:
     """Latencies (ms) of unary calls offered at `rate`/s, and the server's CPU ms per call."""
     async with grpc.aio.insecure_channel(address) as channel:
-        echo = _method(channel, "Echo")
-        await echo(b"")  # type: ignore[operator]
+        echo = _unary(channel, "Echo")
+        await echo(b"")
         latencies: list[float] = []
 
         async def one() -> None:
             begin = time.perf_counter()
-            await echo(b"y" * 100)  # type: ignore[operator]
+            await echo(b"y" * 100)
             latencies.append((time.perf_counter() - begin) * 1000)
 
         before = cpu_seconds(pid)
