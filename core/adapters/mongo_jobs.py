@@ -437,7 +437,7 @@ class MongoJobStore:
     async def mark_published(self, job_ids: Sequence[str]) -> None:
         if job_ids:
             await self._jobs.update_many(
-                {"_id": {"$in": list(job_ids)}, "published": {"$ne": True}},
+                {"_id": {"$in": list(job_ids)}, "state": _QUEUED, "published": {"$ne": True}},
                 {"$set": {"published": True}},
             )
 

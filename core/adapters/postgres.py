@@ -28,6 +28,11 @@ CLOSE_TIMEOUT_SECONDS = 10.0
 # One fixed key for every jobgate process: advisory locks are per database.
 MIGRATION_LOCK_KEY = int.from_bytes(b"jobgate!", "big")
 MIGRATIONS_PACKAGE = "core.adapters.migrations"
+# Every query the stores make is served by an index (tests/contract/test_postgres_extras.py).
+# PostgreSQL plans a prepared statement once for all values after a few runs, with the
+# statistics of that moment: planned while a new deployment's tables are still empty, a write by
+# id would scan the whole table, and keep doing so as it grows, until the next ANALYZE.
+SESSION_SETTINGS = {"enable_seqscan": "off"}
 
 _LEDGER = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -127,6 +132,7 @@ async def open_pool(dsn: str, stream: str, *, pool_size: int = DEFAULT_POOL_SIZE
             timeout=CONNECT_TIMEOUT_SECONDS,
             command_timeout=COMMAND_TIMEOUT_SECONDS,
             reset=_keep_session,
+            server_settings=SESSION_SETTINGS,
         )
     except ValueError as exc:  # asyncpg's ClientConfigurationError is one too
         raise CannotOpen(f"malformed PostgreSQL URL: {_one_line(exc)}") from exc

@@ -100,7 +100,8 @@ _SELECT_BY_REQUEST = (
 _CLAIM = (
     f"""WITH job AS (
     UPDATE jobs SET state = {_RUNNING}, attempt = attempt + 1, progress = NULL, outputs = '[]',
-        start_time = $2, lease_expire_time = $4, event_sequence = event_sequence + 1
+        start_time = $2, lease_expire_time = $4, event_sequence = event_sequence + 1,
+        published = true
     WHERE id = $1 AND (state = {_QUEUED}
         OR (state = {_RUNNING} AND (lease_expire_time IS NULL OR lease_expire_time <= $2)))
     RETURNING {JOB_COLUMNS}
@@ -120,7 +121,7 @@ _CLAIM_BATCH = (
 ), job AS (
     UPDATE jobs SET state = {_RUNNING}, attempt = jobs.attempt + 1, progress = NULL,
         outputs = '[]', start_time = i.now, lease_expire_time = i.until,
-        event_sequence = jobs.event_sequence + 1
+        event_sequence = jobs.event_sequence + 1, published = true
     FROM input i
     WHERE jobs.id = i.id AND (jobs.state = {_QUEUED} OR (jobs.state = {_RUNNING}
         AND (jobs.lease_expire_time IS NULL OR jobs.lease_expire_time <= i.now)))
@@ -207,7 +208,7 @@ _FINISH_BATCH = (
 _CANCEL = (
     f"""WITH job AS (
     UPDATE jobs SET state = '{JobState.CANCELLED.value}', error = $2::jsonb, end_time = $3,
-        lease_expire_time = NULL, event_sequence = event_sequence + 1
+        lease_expire_time = NULL, event_sequence = event_sequence + 1, published = true
     WHERE id = $1 AND state IN ({_states(sources_of(JobState.CANCELLED))})
     RETURNING {JOB_COLUMNS}
 )"""
@@ -233,11 +234,15 @@ _EVENTS = (
     " WHERE job_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
 )
 
+# end_time IS NULL selects the index (jobs/0005); the states say what unfinished means.
 _UNFINISHED_JOBS = (
-    f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({_UNFINISHED})"
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE end_time IS NULL AND state IN ({_UNFINISHED})"
     " ORDER BY create_time, id LIMIT $1"
 )
 
+# Claims and cancels set `published` too (they rewrite the row anyway), so noting the jobs that
+# started before the flush writes nothing. The WHERE names no state: a partial index over the
+# queue would then serve it, and a plan cached while the table was empty would scan the queue.
 _MARK_PUBLISHED = "UPDATE jobs SET published = true WHERE id = ANY($1::text[]) AND NOT published"
 
 _UNPUBLISHED_JOBS = (

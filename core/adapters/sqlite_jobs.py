@@ -425,8 +425,8 @@ def _mark_published(conn: sqlite3.Connection, ids: str) -> None:
     # The ids travel as one JSON array: one statement for any number, under SQLite's bind limit.
     conn.execute(
         "UPDATE jobs SET published = 1"
-        " WHERE id IN (SELECT value FROM json_each(?)) AND published = 0",
-        (ids,),
+        " WHERE id IN (SELECT value FROM json_each(?)) AND state = ? AND published = 0",
+        (ids, _QUEUED),
     )
 
 
