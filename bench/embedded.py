@@ -21,6 +21,7 @@ from google.protobuf import duration_pb2
 from jobgate.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 from bench.cpu import CpuMeter
+from bench.load import offer
 from bench.service import RunningService, embedded_service
 from bench.stats import Result, percentile, table
 
@@ -75,27 +76,16 @@ async def create_latency(service: RunningService, rate: float, seconds: float) -
     async with grpc.aio.insecure_channel(service.address) as channel:
         stub = job_service_pb2_grpc.JobServiceStub(channel)
         await channel.channel_ready()  # the connection is not part of the first call's latency
-        latencies: list[float] = []
 
-        async def one() -> None:
+        async def one() -> float:
             begin = time.perf_counter()
             try:
                 await stub.CreateJob(echo_request(), metadata=service.metadata)
             except grpc.aio.AioRpcError:
-                # Refused under overload: counted as a miss at the worst latency.
-                latencies.append(float("inf"))
-                return
-            latencies.append((time.perf_counter() - begin) * 1000)
+                return float("inf")  # refused under overload: a miss at the worst latency
+            return (time.perf_counter() - begin) * 1000
 
-        calls = []
-        start = time.perf_counter()
-        for n in range(int(rate * seconds)):
-            delay = start + n / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            calls.append(asyncio.create_task(one()))
-        await asyncio.gather(*calls)
-        return latencies
+        return await offer(rate, seconds, one)
 
 
 async def progress_delay(service: RunningService, jobs: int, seconds: float) -> list[float]:

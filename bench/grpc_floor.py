@@ -23,7 +23,7 @@ from pathlib import Path
 import grpc
 
 from bench.cpu import cpu_seconds
-from bench.streams import open_paced
+from bench.load import Fanout, offer, open_paced
 from core import event_loop
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,32 +95,22 @@ async def fanout(address: str, streams: int, channels: int) -> list[float]:
     """Milliseconds from the server handing one message to each of `streams` idle streams to
     each client receiving it."""
     pool = [grpc.aio.insecure_channel(address) for _ in range(channels)]
-    ready = 0
-    all_ready = asyncio.Event()
-    delays: list[float] = []
-    all_measured = asyncio.Event()
+    fanout = Fanout(streams)
 
     async def watch(index: int) -> None:
-        nonlocal ready
         call = _streaming(pool[index % channels], "Watch")(b"")
         await call.read()
-        ready += 1
-        if ready == streams:
-            all_ready.set()
-        sent = float(await call.read())
-        delays.append((time.time() - sent) * 1000)
-        if len(delays) == streams:
-            all_measured.set()
-        await all_measured.wait()  # as jobgate's watchers: hang up once all are measured
+        fanout.ready()
+        await fanout.received(float(await call.read()))
         call.cancel()
 
     tasks = await open_paced(streams, watch)
-    await asyncio.wait_for(all_ready.wait(), timeout=120)
+    await asyncio.wait_for(fanout.all_ready.wait(), timeout=120)
     await _unary(pool[0], "Broadcast")(b"")
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
     for channel in pool:
         await channel.close()
-    return delays
+    return fanout.delays
 
 
 async def unary(address: str, pid: int, rate: float, seconds: float) -> tuple[list[float], float]:
@@ -128,22 +118,14 @@ async def unary(address: str, pid: int, rate: float, seconds: float) -> tuple[li
     async with grpc.aio.insecure_channel(address) as channel:
         echo = _unary(channel, "Echo")
         await echo(b"")
-        latencies: list[float] = []
 
-        async def one() -> None:
+        async def one() -> float:
             begin = time.perf_counter()
             await echo(b"y" * 100)
-            latencies.append((time.perf_counter() - begin) * 1000)
+            return (time.perf_counter() - begin) * 1000
 
         before = cpu_seconds(pid)
-        calls = []
-        start = time.perf_counter()
-        for n in range(int(rate * seconds)):
-            delay = start + n / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            calls.append(asyncio.create_task(one()))
-        await asyncio.gather(*calls)
+        latencies = await offer(rate, seconds, one)
         return latencies, 1000 * (cpu_seconds(pid) - before) / len(latencies)
 
 

@@ -20,7 +20,6 @@ import json
 import os
 import signal
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,10 +35,10 @@ from bench.baselines import celery, raw_aio_pika
 from bench.cpu import CpuMeter, wait_quiet
 from bench.embedded import create_latency, throughput
 from bench.grpc_floor import floor_server
+from bench.load import Fanout, open_paced
 from bench.rabbit import scratch_vhost
 from bench.service import RunningService
 from bench.stats import Result, percentile, table
-from bench.streams import open_paced
 from core import event_loop
 from core.adapters.postgres_accounts import PostgresAccountStore
 from core.providers.registry import builtin_registry
@@ -200,38 +199,27 @@ async def idle_streams(service: RunningService, streams: int, channels: int) -> 
         )
     )
     job = (await stubs[0].CreateJob(request, metadata=service.metadata)).job
-    ready = 0
-    all_ready = asyncio.Event()
-    delays: list[float] = []
-    all_measured = asyncio.Event()
+    fanout = Fanout(streams)
 
     async def watch(index: int) -> None:
-        nonlocal ready
         call = stubs[index % channels].WatchJob(
             job_service_pb2.WatchJobRequest(name=job.name), metadata=service.metadata
         )
         async for message in call:
             if message.WhichOneof("update") == "job":
-                ready += 1
-                if ready == streams:
-                    all_ready.set()
-            elif all_ready.is_set() and message.event.HasField("progress"):
-                sent = message.event.create_time.ToNanoseconds() / 1e9
-                delays.append((time.time() - sent) * 1000)
-                if len(delays) == streams:
-                    all_measured.set()
-                # Hung up only once every watcher has the event: closing thousands of streams
-                # would load both ends while later watchers are still being measured.
-                await all_measured.wait()
+                fanout.ready()
+            elif fanout.all_ready.is_set() and message.event.HasField("progress"):
+                await fanout.received(message.event.create_time.ToNanoseconds() / 1e9)
                 call.cancel()
                 return
 
     tasks = await open_paced(streams, watch)
-    await asyncio.wait_for(all_ready.wait(), timeout=120)
+    await asyncio.wait_for(fanout.all_ready.wait(), timeout=120)
     rss = _rss_mb(service.pid)
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
     for channel in pool:
         await channel.close()
+    delays = fanout.delays
     p99 = percentile(delays, 0.99)
     return [
         Result(

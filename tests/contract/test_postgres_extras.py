@@ -357,9 +357,8 @@ ANALYZE job_events;
 """
 
 
-async def test_every_query_the_api_makes_is_served_by_an_index(
-    tap: tuple[ProtocolTap, str], postgres_url: str
-) -> None:
+async def statements_of_every_call(tap: tuple[ProtocolTap, str]) -> set[str]:
+    """The statements a store sends for every kind of call, on a table of a handful of rows."""
     relay, url = tap
     store = await PostgresJobStore.open(url, pool_size=1)
     try:
@@ -367,14 +366,20 @@ async def test_every_query_the_api_makes_is_served_by_an_index(
         await make_every_kind_of_call(store)
     finally:
         await store.close()
+    # asyncpg's own catalog query (type introspection, once per connection) is not ours.
+    return {sql for sql in relay.statements if "typeinfo_tree" not in sql}
+
+
+async def test_every_query_the_api_makes_is_served_by_an_index(
+    tap: tuple[ProtocolTap, str], postgres_url: str
+) -> None:
+    statements = await statements_of_every_call(tap)
     conn = await asyncpg.connect(postgres_url)
     try:
         await conn.execute(FILL)
         # Plans for any parameter values, as the pool's cached statements end up using.
         await conn.execute("SET plan_cache_mode = force_generic_plan")
-        # asyncpg's own catalog query (type introspection, once per connection) is not ours.
-        ours = {sql for sql in relay.statements if "typeinfo_tree" not in sql}
-        plans = {sql: await _generic_plan(conn, sql) for sql in ours}
+        plans = {sql: await _generic_plan(conn, sql) for sql in statements}
     finally:
         await conn.close()
 
@@ -389,21 +394,14 @@ BY_ID = re.compile(r"\b(jobs\.)?id = (\$\d|ANY|i\.id)")
 async def test_writes_by_id_planned_while_the_table_is_empty_still_find_jobs_by_key(
     tap: tuple[ProtocolTap, str], postgres_url: str
 ) -> None:
-    relay, url = tap
-    store = await PostgresJobStore.open(url, pool_size=1)
-    try:
-        relay.statements.clear()
-        await make_every_kind_of_call(store)  # a handful of rows, never analyzed: a new deployment
-    finally:
-        await store.close()
+    by_id = [sql for sql in await statements_of_every_call(tap) if BY_ID.search(sql)]
     conn = await asyncpg.connect(postgres_url, server_settings=SESSION_SETTINGS)
     try:
-        # The plan a statement keeps once PostgreSQL plans it for all values: made now, it would
-        # be kept as the table grows.
+        # The plan a statement keeps once PostgreSQL plans it for all values, made while the
+        # table holds a handful of rows never analyzed, as in a new deployment: it would be kept
+        # as the table grows.
         await conn.execute("SET plan_cache_mode = force_generic_plan")
-        plans = {
-            sql: await _generic_plan(conn, sql) for sql in relay.statements if BY_ID.search(sql)
-        }
+        plans = {sql: await _generic_plan(conn, sql) for sql in by_id}
     finally:
         await conn.close()
 
