@@ -127,8 +127,8 @@ class JobStore(Protocol):
 
     async def mark_published(self, job_ids: Sequence[str]) -> None:
         """Notes that the broker holds a message for each job (the outbox): one write for all.
-        Only jobs still QUEUED are written: one that started or was cancelled has left the
-        outbox, and most jobs start before the note is written. Unknown ids are ignored."""
+        A job that started or was cancelled has left the outbox and needs no write, and most
+        jobs start before the note is written: stores skip them. Unknown ids are ignored."""
 
     async def unpublished(self, older_than: datetime, limit: int) -> list[Job]:
         """QUEUED jobs created before `older_than` that were never marked published, oldest
