@@ -34,7 +34,6 @@ from bench import grpc_floor
 from bench.baselines import celery, raw_aio_pika
 from bench.cpu import CpuMeter, wait_quiet
 from bench.embedded import create_latency, throughput
-from bench.grpc_floor import floor_server
 from bench.load import Fanout, open_paced
 from bench.rabbit import scratch_vhost
 from bench.service import RunningService
@@ -121,10 +120,11 @@ async def jobgate_rows(
     idle = await idle_streams(service, streams, args.channels * 4) if streams else []
     latency_rows = []
     for rate in sorted(args.rate):
-        wait_quiet(service.pid)  # streams closing, or a backlog, would delay the next calls
+        # Streams closing, or a backlog, would delay the next calls.
+        await asyncio.to_thread(wait_quiet, service.pid)
         latencies = await create_latency(service, rate, args.seconds)
         latency_rows += latency_results(label, rate, latencies, judged=False)
-    wait_quiet(service.pid)
+    await asyncio.to_thread(wait_quiet, service.pid)
     # Last: the jobs it queues wait for the workers, and would load whatever came after.
     workers = [pid for name, pid in processes.items() if name.startswith("worker")]
     with paused(workers):
@@ -249,7 +249,7 @@ def _rss_mb(pid: int) -> float:
 
 def floor_rows(args: argparse.Namespace) -> list[Result]:
     """The same measures on a bare grpcio server (bench.grpc_floor): what no jobgate can beat."""
-    with floor_server() as (address, pid):
+    with grpc_floor.floor_server() as (address, pid):
         delays = event_loop.run(grpc_floor.fanout(address, args.streams, args.channels * 4))
         wait_quiet(pid)
         latencies, cpu_ms = event_loop.run(
